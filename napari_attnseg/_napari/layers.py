@@ -1,0 +1,117 @@
+"""The ONE mapping between :class:`~napari_attnseg.volume.Volume` and napari layer kwargs.
+
+Every reader, widget and writer goes through these functions, so that a derived layer always
+sits exactly on its source (same scale, translate, affine) and carries the source header a
+writer needs. Nothing here imports napari: layers are duck-typed (``.data``, ``.scale``,
+``.translate``, ``.affine``, ``.metadata``, ``.name``), so the mapping is testable without Qt.
+
+napari composes ``world = affine @ (scale * index + translate)``. For an identity direction we
+emit ``scale = spacing, translate = origin`` (what users expect to see in the layer controls);
+for any other direction ``translate`` is zero and ``affine = [direction | origin]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..volume import Volume, volume_from_affine
+
+#: Key under which the plugin keeps geometry, header and provenance in ``layer.metadata``.
+META_KEY = "attnseg"
+
+
+def volume_to_layer_kwargs(volume: Volume, name: str | None = None,
+                           provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Layer kwargs (``scale``, ``translate``, optional ``affine``, ``metadata``, ``name``)."""
+    n = volume.ndim
+    kwargs: dict[str, Any] = {"scale": tuple(volume.spacing)}
+    if volume.is_identity_direction:
+        kwargs["translate"] = tuple(volume.origin)
+    else:
+        kwargs["translate"] = (0.0,) * n
+        aff = np.eye(n + 1)
+        aff[:n, :n] = volume.direction
+        aff[:n, n] = volume.origin
+        kwargs["affine"] = aff
+    meta = dict(volume.metadata)
+    if provenance:
+        meta.update(provenance)
+    kwargs["metadata"] = {
+        META_KEY: {
+            "spacing": tuple(volume.spacing),
+            "origin": tuple(volume.origin),
+            "direction": np.array(volume.direction).tolist(),
+            "modality": volume.modality,
+            "source": volume.source,
+            "header": dict(volume.header),
+            "warnings": list(volume.warnings),
+            "provenance": meta,
+            "shape": tuple(volume.shape),
+        }
+    }
+    if name is not None:
+        kwargs["name"] = name
+    return kwargs
+
+
+def layer_data_tuple(volume: Volume, name: str | None = None,
+                     provenance: Mapping[str, Any] | None = None,
+                     layer_type: str | None = None) -> tuple[np.ndarray, dict[str, Any], str]:
+    """A napari LayerDataTuple for ``volume`` (Labels for label volumes, else Image)."""
+    kind = layer_type or ("labels" if volume.is_labels else "image")
+    return (volume.data, volume_to_layer_kwargs(volume, name, provenance), kind)
+
+
+def _layer_affine_matrix(layer: Any) -> np.ndarray:
+    """index -> world matrix from a layer's scale, translate and affine attributes."""
+    scale = np.asarray(layer.scale, dtype=float)
+    translate = np.asarray(layer.translate, dtype=float)
+    n = scale.size
+    st = np.eye(n + 1)
+    st[:n, :n] = np.diag(scale)
+    st[:n, n] = translate
+    aff = getattr(layer, "affine", None)
+    if aff is None:
+        return st
+    mat = np.asarray(getattr(aff, "affine_matrix", aff), dtype=float)
+    return mat @ st
+
+
+def layer_to_volume(layer: Any, data: np.ndarray | None = None) -> Volume:
+    """Rebuild a Volume from a layer: the plugin's metadata when present and matching, else the
+    layer's own scale/translate/affine (so layers from other readers work too)."""
+    arr = np.asarray(layer.data if data is None else data)
+    meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
+    # napari layers from other plugins may have more than 3 dims (channels/time): refuse clearly
+    if arr.ndim not in (2, 3):
+        raise ValueError(
+            f"Layer '{getattr(layer, 'name', '?')}' has {arr.ndim} dimensions {arr.shape}; "
+            "a 2D (y, x) or 3D (z, y, x) layer is needed"
+        )
+    is_labels = type(layer).__name__ == "Labels"
+    affine = _layer_affine_matrix(layer)
+    if meta is not None and tuple(meta.get("shape", ())) == arr.shape:
+        header = dict(meta.get("header", {}))
+        modality = meta.get("modality", "")
+        source = meta.get("source")
+        provenance = dict(meta.get("provenance", {}))
+        warnings = tuple(meta.get("warnings", ()))
+    else:
+        header, modality, source, provenance, warnings = {}, "", None, {}, ()
+    return volume_from_affine(
+        arr, affine, modality=modality, is_labels=bool(is_labels), source=source,
+        header=header, metadata=provenance, warnings=warnings,
+    )
+
+
+def derived_layer_kwargs(source_layer: Any, name: str,
+                         provenance: Mapping[str, Any] | None = None,
+                         shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Kwargs for a new layer on ``source_layer``'s grid (its geometry and header copied)."""
+    vol = layer_to_volume(source_layer)
+    if shape is not None and tuple(shape) != vol.shape:
+        raise ValueError(f"derived layer shape {shape} differs from the source {vol.shape}")
+    return volume_to_layer_kwargs(vol, name=name, provenance=provenance)

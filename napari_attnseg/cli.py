@@ -1,0 +1,71 @@
+"""``attnseg``: the headless command line (predict, refine, evaluate, baselines, finetune, train,
+benchmark). Each subcommand lives in ``napari_attnseg/commands/<name>.py`` with two functions,
+``add_arguments(parser)`` and ``run(args) -> int``, imported only when that subcommand runs.
+Errors the user can fix (:class:`~napari_attnseg.errors.AttnsegError`, ``ValueError``,
+``FileNotFoundError``) print one line to stderr and exit 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS = {
+    "predict": "Segment a scan (NIfTI, DICOM folder, NRRD) with a model",
+    "refine": "Refine probabilities with a dense CRF",
+    "evaluate": "Score a segmentation against ground truth",
+    "baseline": "Run a traditional baseline (Otsu, region growing, active contours)",
+    "finetune": "Fine-tune a model on corrected labels",
+    "train": "Train a model from a dataset folder (Decathlon / nnU-Net layout) or pairs",
+    "benchmark": "Compare methods on a dataset with confidence intervals",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"napari_attnseg.commands.{name}")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attnseg", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = None
+    if argv:
+        wanted = next((a for a in argv if a in COMMANDS), None)
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if wanted is None or wanted == name:
+            try:
+                _load(name).add_arguments(p)
+            except ModuleNotFoundError as exc:
+                if exc.name != f"napari_attnseg.commands.{name}":
+                    raise
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    if not args.command:
+        parser.print_help()
+        return 1
+    from .errors import AttnsegError
+
+    try:
+        return int(_load(args.command).run(args) or 0)
+    except (AttnsegError, ValueError, FileNotFoundError) as exc:
+        sys.stderr.write(f"attnseg {args.command}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"attnseg {args.command}: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Run a core progress generator off the GUI thread, with a progress bar and a Cancel button.
+
+Usage in a widget (GUI thread)::
+
+    self.progress = ProgressPanel()            # add to the widget's layout
+    inputs = snapshot()                        # read layers/widgets on the GUI thread
+    self.runner = JobRunner(lambda: core_job(inputs), self.progress,
+                            on_result=self._show, on_error=None, on_progress=None)
+    self.runner.start()
+
+The job is a generator yielding :class:`~napari_attnseg._progress.Progress` and returning its
+result. Cancel sets a flag checked between yields, then closes the generator, so cancelled work
+stops within one unit (one batch, one slice) and ``on_result`` is never called: no partial
+layer appears. Errors are shown as a napari notification (the message, never a traceback in the
+user's face) and passed to ``on_error``. Workers never touch layers or widgets: ``on_result`` and
+``on_progress`` run on the GUI thread (Qt signals).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from .._progress import Progress
+from ..errors import AttnsegError
+
+logger = logging.getLogger(__name__)
+
+#: Returned by the worker when the job was cancelled (never passed to ``on_result``).
+CANCELLED = object()
+
+
+def notify_error(exc: BaseException, context: str = "") -> None:
+    """Show an error to the user as a napari notification (message only; traceback in the log)."""
+    from napari.utils.notifications import show_error
+
+    prefix = f"{context}: " if context else ""
+    if isinstance(exc, (AttnsegError, ValueError, FileNotFoundError, MemoryError)):
+        text = f"{prefix}{exc}"
+    else:
+        text = f"{prefix}unexpected {type(exc).__name__}: {exc}"
+    logger.error("%s", text, exc_info=(type(exc), exc, exc.__traceback__))
+    show_error(text)
+
+
+class ProgressPanel(QWidget):
+    """A progress bar, a status line and a Cancel button; reused by every widget."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 100)
+        self.bar.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        row = QHBoxLayout()
+        row.addWidget(self.bar, 1)
+        row.addWidget(self.cancel_button)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(row)
+        lay.addWidget(self.status)
+
+    def set_running(self, running: bool) -> None:
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.bar.setValue(0)
+
+    def show_progress(self, p: Progress) -> None:
+        self.bar.setValue(int(round(100 * p.fraction)))
+        text = p.message or (f"{p.stage} {p.done}/{p.total}" if p.total else p.stage)
+        self.status.setText(text)
+
+
+class JobRunner:
+    """Runs one job at a time in a napari thread worker; see the module docstring."""
+
+    def __init__(
+        self,
+        job_factory: Callable[[], Generator[Progress, None, Any]],
+        panel: ProgressPanel | None = None,
+        *,
+        on_result: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_finished: Callable[[], None] | None = None,
+        context: str = "",
+    ):
+        self._factory = job_factory
+        self.panel = panel
+        self.on_result = on_result
+        self.on_error = on_error
+        self.on_progress = on_progress
+        self.on_finished = on_finished
+        self.context = context
+        self._cancel = threading.Event()
+        self.worker = None
+        self.cancelled = False
+        self.error: BaseException | None = None
+        self.result: Any = None
+        self.elapsed_s: float = 0.0
+        self._t0 = 0.0
+
+    # -- the body, run in the worker thread
+    def _body(self) -> Generator[Progress, None, Any]:
+        job = self._factory()
+        try:
+            while True:
+                if self._cancel.is_set():
+                    return CANCELLED
+                try:
+                    p = next(job)
+                except StopIteration as stop:
+                    return stop.value
+                yield p
+        finally:
+            job.close()
+
+    def run_sync(self) -> Any:
+        """Run the same body synchronously (tests, scripts); returns the result or CANCELLED."""
+        gen = self._body()
+        try:
+            while True:
+                p = next(gen)
+                self._progress(p)
+        except StopIteration as stop:
+            self._returned(stop.value)
+            return stop.value
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and self.worker.is_running
+
+    def start(self) -> Any:
+        """Start in a napari thread worker; returns the worker."""
+        from napari.qt.threading import GeneratorWorker
+
+        if self.running:
+            raise RuntimeError("a job is already running in this widget")
+        self._cancel.clear()
+        self.cancelled = False
+        self.error = None
+        self._t0 = time.perf_counter()
+        worker = GeneratorWorker(self._body)
+        worker.yielded.connect(self._progress)
+        worker.returned.connect(self._returned)
+        worker.errored.connect(self._errored)
+        worker.finished.connect(self._finished)
+        if self.panel is not None:
+            self.panel.set_running(True)
+            self.panel.cancel_button.clicked.connect(self.cancel)
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next progress report."""
+        self._cancel.set()
+        if self.panel is not None:
+            self.panel.status.setText("Cancelling...")
+
+    # -- signal handlers (GUI thread)
+    def _progress(self, p: Progress) -> None:
+        if self.panel is not None:
+            self.panel.show_progress(p)
+        if self.on_progress is not None:
+            self.on_progress(p)
+
+    def _returned(self, value: Any) -> None:
+        self.elapsed_s = time.perf_counter() - self._t0 if self._t0 else 0.0
+        if value is CANCELLED:
+            self.cancelled = True
+            if self.panel is not None:
+                self.panel.status.setText("Cancelled.")
+            return
+        self.result = value
+        if self.on_result is not None:
+            try:
+                self.on_result(value)
+            except Exception as exc:  # a bug in showing results must still reach the user
+                self._errored(exc)
+
+    def _errored(self, exc: BaseException) -> None:
+        self.error = exc
+        if self.panel is not None:
+            self.panel.status.setText(f"Failed: {exc}")
+        notify_error(exc, self.context)
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    def _finished(self) -> None:
+        if self.panel is not None:
+            self.panel.set_running(False)
+            try:
+                self.panel.cancel_button.clicked.disconnect(self.cancel)
+            except (TypeError, RuntimeError):
+                pass
+        if self.on_finished is not None:
+            self.on_finished()
+
+
+def upsert_layer(viewer: Any, data: Any, kwargs: dict, layer_type: str) -> Any:
+    """Update the layer named ``kwargs['name']`` in place when it exists with the same type and
+    shape (results re-run in place), else add a new one. Returns the layer."""
+    name = kwargs["name"]
+    existing = viewer.layers[name] if name in viewer.layers else None
+    if existing is not None and type(existing).__name__.lower() == layer_type.lower() and \
+            tuple(existing.data.shape) == tuple(data.shape):
+        existing.data = data
+        for key in ("scale", "translate", "affine"):
+            if key in kwargs:
+                setattr(existing, key, kwargs[key])
+        existing.metadata.update(kwargs.get("metadata", {}))
+        return existing
+    if existing is not None:
+        viewer.layers.remove(existing)
+    add = getattr(viewer, f"add_{layer_type.lower()}")
+    return add(data, **kwargs)

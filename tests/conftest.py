@@ -1,0 +1,27 @@
+"""Shared test configuration: headless Qt, data paths, small helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ATTNSEG_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """Path to ../shared/data; the test skips with the reason when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (set ATTNSEG_DATA to use it)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_model_registry(tmp_path_factory, monkeypatch):
+    """Tests never write to the user's model registry."""
+    monkeypatch.setenv("ATTNSEG_MODELS", str(tmp_path_factory.mktemp("models")))
