@@ -1,0 +1,144 @@
+"""NRRD reading with pynrrd (3D Slicer's format): space directions + space origin -> affine."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import MissingDependencyError, ReadError
+from ..volume import Volume, volume_from_affine, zyx_affine_from_nifti
+from ._common import as_label_array, check_file, looks_like_labels, replace_nonfinite
+
+log = logging.getLogger(__name__)
+
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
+
+#: sign of each RAS axis for the anatomical space names NRRD allows
+_SPACE_SIGNS = {
+    "right-anterior-superior": (1, 1, 1), "ras": (1, 1, 1),
+    "left-anterior-superior": (-1, 1, 1), "las": (-1, 1, 1),
+    "left-posterior-superior": (-1, -1, 1), "lps": (-1, -1, 1),
+    "scanner-xyz": (1, 1, 1), "3d-right-handed": (1, 1, 1),
+}
+
+
+def is_nrrd(path: str | Path) -> bool:
+    """True when the name ends in .nrrd or .nhdr (no file access; never raises)."""
+    return str(path).lower().endswith(NRRD_SUFFIXES)
+
+
+def nrrd_affine(header: dict[str, Any], path: Path, spatial_axes: list[int]
+                ) -> tuple[np.ndarray, list[str]]:
+    """nibabel-style 4x4 affine (index i, j, k -> RAS mm) from an NRRD header."""
+    warnings: list[str] = []
+    n = len(spatial_axes)
+    aff = np.eye(4)
+    space = str(header.get("space", "")).strip().lower()
+    if "space directions" in header:
+        dirs = np.asarray(header["space directions"], dtype=float)[spatial_axes]
+        dim = dirs.shape[1]
+        if space not in _SPACE_SIGNS:
+            if space:
+                raise ReadError(path, f"NRRD space '{header['space']}' is not supported (expected "
+                                      "left-posterior-superior, right-anterior-superior, ...)")
+            warnings.append(f"{path.name} has space directions but no 'space' field; "
+                            "RAS assumed")
+        signs = np.array(_SPACE_SIGNS.get(space, (1, 1, 1)), dtype=float)[:dim]
+        aff[:dim, :n] = (dirs * signs).T
+        origin = np.asarray(header.get("space origin", np.zeros(dim)), dtype=float)
+        if not np.all(np.isfinite(origin)):
+            origin = np.zeros(dim)
+        aff[:dim, 3] = origin * signs
+    else:
+        spacings = np.asarray(header.get("spacings", [np.nan] * n), dtype=float)
+        if len(spacings) != len(header.get("sizes", spacings)):
+            spacings = np.full(n, np.nan)
+        else:
+            spacings = spacings[spatial_axes]
+        missing = ~np.isfinite(spacings) | (spacings <= 0)
+        if np.any(missing):
+            warnings.append(f"{path.name} has no voxel size; 1.0 mm assumed")
+            spacings = np.where(missing, 1.0, spacings)
+        warnings.append(f"{path.name} has no space directions; axis-aligned RAS assumed")
+        aff[:n, :n] = np.diag(spacings)
+    return aff, warnings
+
+
+def read_nrrd(path: str | Path, *, split_4d: int | None = None) -> Volume:
+    """Read a 2D or 3D NRRD (a 4D one with a non-spatial axis with ``split_4d``)."""
+    path = Path(path)
+    check_file(path)
+    try:
+        import nrrd
+    except ImportError as exc:
+        raise MissingDependencyError("pynrrd", purpose="reading NRRD files") from exc
+    try:
+        data, header = nrrd.read(str(path))  # index order (x, y, z) like nibabel
+    except (nrrd.NRRDError, OSError, EOFError, ValueError, TypeError) as exc:
+        raise ReadError(path, f"not a readable NRRD file ({type(exc).__name__}: {exc})") from exc
+    warnings: list[str] = []
+    if "space directions" in header:
+        dirs = header["space directions"]
+        spatial = [i for i, row in enumerate(dirs)
+                   if row is not None and np.all(np.isfinite(np.asarray(row, dtype=float)))]
+    else:
+        kinds = [str(k).lower() for k in header.get("kinds", ["domain"] * data.ndim)]
+        spatial = [i for i, k in enumerate(kinds) if k in ("domain", "space")] or list(
+            range(data.ndim))
+    other = [i for i in range(data.ndim) if i not in spatial]
+    extra = [i for i in other if data.shape[i] > 1]
+    if len(extra) > 1 or len(spatial) not in (2, 3):
+        raise ReadError(path, f"has shape {data.shape} with {len(spatial)} spatial axes; a 2D or "
+                              "3D image (plus at most one list axis) is needed")
+    if extra:
+        ax = extra[0]
+        n_vol = data.shape[ax]
+        if split_4d is None:
+            raise ReadError(path, f"has {n_vol} volumes along axis {ax} (shape {data.shape}); "
+                                  f"pick one with split_4d=i, i in 0..{n_vol - 1}")
+        if not 0 <= int(split_4d) < n_vol:
+            raise ReadError(path, f"split_4d={split_4d} is out of range (0..{n_vol - 1})")
+        data = np.take(data, int(split_4d), axis=ax)
+        other = [i - (i > ax) for i in other if i != ax]
+        spatial = [i - (i > ax) for i in spatial]
+    elif split_4d is not None:
+        raise ReadError(path, f"split_4d={split_4d} was given but the file has no 4th axis")
+    if other:
+        data = np.squeeze(data, axis=tuple(other))
+    aff, w = nrrd_affine(header, path, spatial)
+    warnings += w
+    if not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))
+    data = np.ascontiguousarray(data.T)
+    data, w = replace_nonfinite(data, path)
+    warnings += w
+    if data.ndim == 3:
+        zyx = zyx_affine_from_nifti(aff)
+    else:
+        a2 = np.eye(3)
+        a2[:2, :2] = aff[:2, :2]
+        a2[:2, 2] = aff[:2, 3]
+        if np.any(np.linalg.norm(a2[:2, :2], axis=0) == 0):
+            a2[:2, :2] = np.diag(np.where(np.linalg.norm(aff[:3, :2], axis=0) > 0,
+                                          np.linalg.norm(aff[:3, :2], axis=0), 1.0))
+        zyx = zyx_affine_from_nifti(a2)
+    is_labels = looks_like_labels(data)
+    if is_labels and not np.issubdtype(data.dtype, np.integer):
+        data = as_label_array(data)
+    hdr = {
+        "format": "nrrd",
+        "nrrd_space": str(header.get("space", "")),
+        "nrrd_type": str(header.get("type", "")),
+        "qform_code": 1,
+        "sform_code": 1,
+    }
+    if split_4d is not None:
+        hdr["split_4d"] = int(split_4d)
+    try:
+        return volume_from_affine(data, zyx, is_labels=is_labels, source=str(path), header=hdr,
+                                  warnings=tuple(warnings))
+    except ValueError as exc:
+        raise ReadError(path, f"has an invalid geometry ({exc})") from exc
