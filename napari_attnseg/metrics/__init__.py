@@ -1,0 +1,53 @@
+"""Segmentation metrics against a ground truth, per label, in physical units (mm, mm³).
+
+Every definition (surface extraction, percentile method, symmetric or directed, empty-mask
+policy) is in :data:`DEFINITIONS` and travels with each :class:`MetricsReport`.
+"""
+
+from .overlap import (
+    binary_mask,
+    confusion_counts,
+    error_overlay,
+    overlap_from_counts,
+    overlap_metrics,
+    per_slice_dice,
+    present_labels,
+    volume_metrics,
+)
+from .report import (
+    DEFINITIONS,
+    METRICS,
+    MetricsReport,
+    combine_reports,
+    evaluate,
+    evaluate_job,
+    label_metrics,
+)
+from .surface import (
+    directed_surface_distances,
+    surface_dice,
+    surface_distances,
+    surface_voxels,
+)
+
+__all__ = [
+    "DEFINITIONS",
+    "METRICS",
+    "MetricsReport",
+    "binary_mask",
+    "combine_reports",
+    "confusion_counts",
+    "directed_surface_distances",
+    "error_overlay",
+    "evaluate",
+    "evaluate_job",
+    "label_metrics",
+    "overlap_from_counts",
+    "overlap_metrics",
+    "per_slice_dice",
+    "present_labels",
+    "surface_dice",
+    "surface_distances",
+    "surface_voxels",
+    "volume_metrics",
+]

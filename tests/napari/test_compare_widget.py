@@ -1,0 +1,126 @@
+"""The compare widget: worker body run synchronously and in a real thread, table values equal to
+the core metrics, click-to-jump, the FP/FN overlay, exports, debounce, and refused mismatches."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from napari_attnseg.metrics import error_overlay, evaluate, per_slice_dice
+from napari_attnseg.widgets.compare import ERRORS_SUFFIX, CompareWidget
+
+
+def _masks():
+    gt = np.zeros((10, 24, 24), np.uint8)
+    gt[2:8, 5:15, 5:15] = 1
+    gt[4:6, 16:20, 16:20] = 2
+    pred = np.roll(gt, 2, axis=2)
+    pred[0, 0, 0] = 1
+    return pred, gt
+
+
+@pytest.fixture
+def setup(make_napari_viewer):
+    viewer = make_napari_viewer()
+    pred, gt = _masks()
+    sp = (3.0, 0.5, 0.8)
+    viewer.add_labels(gt, name="gt", scale=sp, translate=(1.0, 2.0, 3.0))
+    viewer.add_labels(pred, name="pred", scale=sp, translate=(1.0, 2.0, 3.0))
+    viewer.add_labels(gt.copy(), name="same", scale=sp, translate=(1.0, 2.0, 3.0))
+    w = CompareWidget(viewer)
+    w.gt_combo.setCurrentText("gt")
+    w.set_candidates(["pred", "same"])
+    return viewer, w, pred, gt, sp
+
+
+def test_sync_run_table_plot_overlay(setup, tmp_path):
+    viewer, w, pred, gt, sp = setup
+    assert w.checked_candidates() == ["pred", "same"]
+    runner = w.make_runner()
+    runner.run_sync()
+    ref = evaluate({"pred": pred, "same": gt}, gt, sp, tolerance_mm=1.0)
+    assert w.report.rows == ref.rows
+    assert w.table.rowCount() == 4
+    header = [w.table.horizontalHeaderItem(j).text() for j in range(w.table.columnCount())]
+    assert header[:4] == ["candidate", "label", "dice", "jaccard"]
+    assert w.table.item(0, 2).text() == f"{ref.value('dice', 1, 'pred'):.4g}"
+    np.testing.assert_array_equal(w.result.per_slice["pred"], per_slice_dice(pred, gt))
+    layer = viewer.layers["gt" + ERRORS_SUFFIX]
+    np.testing.assert_array_equal(layer.data, error_overlay(pred, gt))
+    np.testing.assert_allclose(layer.scale, sp)
+    np.testing.assert_allclose(layer.translate, (1.0, 2.0, 3.0))
+    # exports through a given path
+    js = json.loads(open(w.export_json(str(tmp_path / "m.json"))).read())
+    assert js["rows"][0]["candidate"] == "pred" and "hd95" in js["definitions"]
+    assert open(w.export_csv(str(tmp_path / "m.csv"))).readline().startswith("candidate,label")
+    # re-run updates the overlay in place
+    w.make_runner().run_sync()
+    assert sum(ly.name == "gt" + ERRORS_SUFFIX for ly in viewer.layers) == 1
+
+
+def test_click_jumps_to_slice(setup):
+    viewer, w, *_ = setup
+    w.make_runner().run_sync()
+    w._on_plot_click(SimpleNamespace(xdata=5.2, ydata=0.5))
+    assert viewer.dims.point[0] == pytest.approx(1.0 + 5 * 3.0)
+    assert viewer.dims.current_step[0] == 5
+    w._on_plot_click(SimpleNamespace(xdata=99, ydata=0.5))  # clipped to the last slice
+    assert viewer.dims.current_step[0] == 9
+    w._on_plot_click(SimpleNamespace(xdata=None, ydata=None))  # outside the axes: ignored
+    assert viewer.dims.current_step[0] == 9
+
+
+def test_mismatch_refused(setup):
+    viewer, w, pred, gt, sp = setup
+    viewer.add_labels(pred, name="coarse", scale=(3.0, 0.5, 1.0), translate=(1.0, 2.0, 3.0))
+    viewer.add_labels(pred[:, :20], name="small", scale=sp)
+    for bad, text in (("coarse", "not on the grid"), ("small", "shape")):
+        w.set_candidates(["pred", bad])
+        assert w.make_runner() is None
+        assert text in w.message.text() and bad in w.message.text()
+    w.set_candidates([])
+    assert w.make_runner() is None and "candidate" in w.message.text()
+
+
+def test_auto_recompute_is_debounced(setup, qtbot, monkeypatch):
+    viewer, w, *_ = setup
+    calls = []
+    monkeypatch.setattr(w, "recompute", lambda: calls.append(1))
+    w.auto_check.setChecked(True)
+    w._timer.setInterval(50)
+    viewer.layers["pred"].events.data()  # an edit ...
+    viewer.layers["gt"].events.data()  # ... and another right after
+    qtbot.wait(300)
+    assert calls == [1]
+    w.auto_check.setChecked(False)
+    viewer.layers["pred"].events.data()
+    qtbot.wait(200)
+    assert calls == [1]
+
+
+def test_real_thread_run(setup, qtbot):
+    viewer, w, pred, gt, sp = setup
+    w.set_candidates(["pred"])
+    w.recompute()
+    qtbot.waitUntil(lambda: w.report is not None and not w.runner.running, timeout=20000)
+    assert w.runner.error is None
+    assert w.report.value("hd", 1, "pred") == pytest.approx(
+        evaluate(pred, gt, sp).value("hd", 1))
+
+
+def test_2d_layers(make_napari_viewer):
+    viewer = make_napari_viewer()
+    gt = np.zeros((40, 50), np.uint8)
+    gt[10:30, 10:30] = 1
+    viewer.add_labels(gt, name="mask", scale=(0.2, 0.2))
+    viewer.add_labels(np.roll(gt, 3, axis=0), name="pred", scale=(0.2, 0.2))
+    w = CompareWidget(viewer)
+    w.gt_combo.setCurrentText("mask")
+    w.set_candidates(["pred"])
+    w.make_runner().run_sync()
+    assert w.report.value("hd", 1, "pred") == pytest.approx(0.6)
+    assert w.result.per_slice == {}
+    assert viewer.layers["mask" + ERRORS_SUFFIX].data.max() == 2
