@@ -1,0 +1,93 @@
+"""``attnseg refine PROBS IMAGE -o OUT``: refine class probabilities with a dense CRF and write the
+labels on the image's grid.
+
+PROBS is a NIfTI file holding either a 4D array with the class axis last (nibabel order
+``i, j, k, C``, as the ``predict`` command and most toolkits write it) or a 3D foreground
+probability. IMAGE is the scan the probabilities were computed from (any readable format).
+Parameters not given on the command line come from the image's modality preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GeometryError, ReadError
+from ._common import run_with_progress
+
+logger = logging.getLogger(__name__)
+
+#: CLI flag -> CRFParams field.
+FLAGS = {
+    "sxy_gaussian_mm": float, "gaussian_weight": float, "sxy_bilateral_mm": float,
+    "srgb_bilateral": float, "bilateral_weight": float, "iterations": int, "band_mm": float,
+    "uncertain": float, "workers": int,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("probs", help="probabilities: 4D NIfTI (class last) or 3D foreground")
+    parser.add_argument("image", help="the scan the probabilities belong to")
+    parser.add_argument("-o", "--output", required=True, help="output labels (.nii / .nii.gz)")
+    parser.add_argument("--modality", choices=["CT", "MR", "US", ""], default=None,
+                        help="parameter preset (default: the image's modality)")
+    for name, typ in FLAGS.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
+                            help=f"CRF {name} (default: from the modality preset)")
+    parser.add_argument("--mode", choices=["auto", "2d", "3d"], default=None,
+                        help="2d per slice, 3d whole volume, auto (default)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def read_probabilities(path: str | Path, image_shape: tuple[int, ...]) -> np.ndarray:
+    """(C, z, y, x) or (z, y, x) float32 from a 4D (class-last) or 3D NIfTI file."""
+    import nibabel as nib
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file")
+    try:
+        img = nib.load(str(p))
+    except Exception as exc:  # nibabel raises many types for unreadable files
+        raise ReadError(p, f"not a readable NIfTI file ({exc})") from exc
+    if len(img.shape) == 4:
+        data = np.asarray(img.dataobj, dtype=np.float32)  # (i, j, k, C)
+        data = np.ascontiguousarray(np.transpose(data, (3, 2, 1, 0)))  # (C, z, y, x)
+    elif len(img.shape) in (2, 3):
+        from ..io import read_volume
+
+        data = np.asarray(read_volume(p).data, dtype=np.float32)
+    else:
+        raise ReadError(p, f"expected a 3D or 4D array, got shape {img.shape}")
+    spatial = data.shape[1:] if data.ndim == len(image_shape) + 1 else data.shape
+    if tuple(spatial) != tuple(image_shape):
+        raise GeometryError(f"{p}: probabilities have spatial shape {tuple(spatial)} but the image "
+                            f"has {tuple(image_shape)} (z, y, x); they must share a grid")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..crf import default_params, refine_job
+    from ..io import read_volume, write_volume
+
+    image = read_volume(args.image)
+    probs = read_probabilities(args.probs, image.shape)
+    modality = image.modality if args.modality is None else args.modality
+    params = default_params(modality)
+    changes = {k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}
+    if args.mode is not None:
+        changes["mode"] = args.mode
+    params = replace(params, **changes)
+    res = run_with_progress(refine_job(probs, image.data, image.spacing, params),
+                            desc="refine", quiet=args.quiet)
+    out = image.with_data(res.labels, is_labels=True)
+    prov = {"crf": {"params": res.params.to_dict(), "n_changed": res.n_changed,
+                    "probabilities": str(args.probs), "image": str(args.image)}}
+    path = write_volume(out, args.output, reference=image, provenance=prov)
+    logger.info("wrote %s (%d voxels changed, %s mode, %.2f s)", path, res.n_changed,
+                res.params.mode, res.seconds)
+    return 0

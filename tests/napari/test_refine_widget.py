@@ -1,0 +1,123 @@
+"""Refine widget: worker body run synchronously, one real-thread run, geometry, in-place re-run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_attnseg._napari.layers import META_KEY, volume_to_layer_kwargs
+from napari_attnseg.volume import Volume
+from napari_attnseg.widgets.refine import PREVIEW_SUFFIX, SUFFIX, RefineWidget, \
+    labels_to_probabilities
+
+pytest.importorskip("pydensecrf.densecrf")
+
+
+def _scene(viewer, shape=(6, 40, 40), seed=0):
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    gt = ((y - 20) ** 2 + (x - 20) ** 2 <= 100).astype(np.uint8)
+    img = gt * 100.0 + rng.normal(0, 40, shape)
+    fg = np.clip(0.5 + 0.3 * (2 * gt - 1) + rng.normal(0, 0.3, shape), 0.01, 0.99)
+    vol = Volume(img.astype(np.float32), spacing=(3.0, 0.8, 0.8), origin=(10.0, -5.0, 2.0),
+                 modality="MR")
+    viewer.add_image(vol.data, **volume_to_layer_kwargs(vol, name="scan"))
+    probs = np.stack([1 - fg, fg]).astype(np.float32)
+    viewer.add_image(probs, name="scan [attnseg] probabilities", scale=(1.0,) + vol.spacing,
+                     translate=(0.0,) + vol.origin)
+    viewer.add_labels((fg > 0.5).astype(np.uint8), name="scan [attnseg]", scale=vol.spacing,
+                      translate=vol.origin)
+    viewer.add_labels(gt, name="truth", scale=vol.spacing, translate=vol.origin)
+    return gt, fg
+
+
+def _widget(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    gt, fg = _scene(viewer)
+    w = RefineWidget(viewer)
+    qtbot.addWidget(w)
+    return viewer, w, gt, fg
+
+
+def test_defaults_and_choices(make_napari_viewer, qtbot):
+    from napari_attnseg.crf import default_params
+
+    viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
+    assert w.source_combo.currentText() == "scan [attnseg] probabilities"
+    assert w.image_combo.currentText() == "scan"
+    mr = default_params("MR")
+    assert w.sxy_bilateral_spin.value() == pytest.approx(mr.sxy_bilateral_mm)
+    assert w.params().srgb_bilateral == pytest.approx(mr.srgb_bilateral)
+
+
+def test_refine_sync_geometry_provenance_and_rerun_in_place(make_napari_viewer, qtbot):
+    viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
+    w.mode_combo.setCurrentText("2d")
+    res = w.refine_volume(sync=True)
+    out = viewer.layers["scan" + SUFFIX]
+    src = viewer.layers["scan"]
+    assert out.data.shape == src.data.shape
+    np.testing.assert_allclose(out.scale, src.scale)
+    np.testing.assert_allclose(out.translate, src.translate)
+    np.testing.assert_array_equal(out.data, res.labels)
+    prov = out.metadata[META_KEY]["provenance"]["crf"]
+    assert prov["params"]["mode"] == "2d" and prov["n_changed"] == res.n_changed
+    assert str(res.n_changed) in w.status.text()
+    n_layers = len(viewer.layers)
+    w.iterations_spin.setValue(2)
+    w.refine_volume(sync=True)
+    assert len(viewer.layers) == n_layers
+    assert viewer.layers["scan" + SUFFIX].metadata[META_KEY]["provenance"]["crf"]["params"][
+        "iterations"] == 2
+
+
+def test_labels_input_and_preview(make_napari_viewer, qtbot):
+    viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
+    w.source_combo.setCurrentText("scan [attnseg]")
+    viewer.dims.set_current_step(viewer.dims.ndim - 3, 3)  # z (a 4D probs layer adds C)
+    w.preview(sync=True)
+    prev = viewer.layers["scan" + PREVIEW_SUFFIX]
+    assert prev.data.shape == viewer.layers["scan"].data.shape
+    assert prev.data[3].any() and not prev.data[0].any() and not prev.data[4].any()
+    np.testing.assert_allclose(prev.scale, viewer.layers["scan"].scale)
+    p = labels_to_probabilities(np.array([[0, 1], [2, 1]]), 0.8)
+    assert p.shape == (3, 2, 2)
+    np.testing.assert_allclose(p.sum(0), 1, atol=1e-6)
+    assert p[2, 1, 0] == pytest.approx(0.8) and p[0, 1, 0] == pytest.approx(0.1)
+
+
+def test_autotune_sync_sets_best_parameters(make_napari_viewer, qtbot, monkeypatch):
+    import importlib
+
+    at = importlib.import_module("napari_attnseg.crf.autotune")
+
+    viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
+    monkeypatch.setattr(at, "default_grid", lambda base: {"bilateral_weight": [1.0, 8.0]})
+    w.mode_combo.setCurrentText("2d")
+    w.gt_combo.setCurrentText("truth")
+    res = w.autotune(sync=True)
+    assert len(res.trials) == 3
+    assert w.bilateral_weight_spin.value() == pytest.approx(res.best_params.bilateral_weight)
+    assert "Auto-tune" in w.status.text()
+
+
+def test_missing_inputs_are_reported_not_raised(make_napari_viewer, qtbot, monkeypatch):
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    viewer = make_napari_viewer()
+    w = RefineWidget(viewer)
+    qtbot.addWidget(w)
+    assert w.refine_volume(sync=True) is None
+    assert shown and "Choose" in shown[0]
+
+
+def test_real_thread_run_does_not_block(make_napari_viewer, qtbot):
+    viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
+    w.mode_combo.setCurrentText("3d")
+    worker = w.refine_volume()
+    assert worker is not None
+    qtbot.waitUntil(lambda: ("scan" + SUFFIX) in viewer.layers, timeout=30000)
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=30000)
+    out = viewer.layers["scan" + SUFFIX]
+    assert out.data.shape == viewer.layers["scan"].data.shape
+    assert w.last_result.params.mode == "3d"
