@@ -1,0 +1,343 @@
+"""Self-describing model folders: ``config.json`` (architecture, labels, preprocessing,
+provenance) next to ``weights.pt`` (a plain ``state_dict``, loaded with ``weights_only=True``).
+
+Layout of a model folder::
+
+    <folder>/config.json   {"format": "napari-attnseg-model", "format_version": 1,
+                            "arch": {...UNetConfig...}, "label_names": {"0": "background", ...},
+                            "modality": "CT", "normalization": {...}, "target_spacing": [...],
+                            "patch_size": [...], "name": ..., "version": ..., "parent": ...,
+                            "provenance": {...}, "weights_file": "weights.pt",
+                            "weights_sha256": "...", "created": "2025-...Z"}
+    <folder>/weights.pt    torch.save(state_dict)
+
+Saving is atomic (everything is written into a temporary folder beside the target, then
+renamed), so a cancelled or failed save never leaves a half-written model. Nothing here
+downloads anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelError, WriteError
+from .attention_unet import AttentionUNet, UNetConfig
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "napari-attnseg-model"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.pt"
+_RESERVED = ("format", "format_version", "weights_file", "weights_sha256", "created")
+
+__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "LoadedModel", "ModelSpec", "load_model", "read_spec", "save_model"]
+
+
+def _tuple_of(value: Any, kind: type, what: str) -> tuple:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{what} must be a list of numbers, got {value!r}")
+    try:
+        return tuple(kind(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be a list of numbers, got {value!r}") from exc
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything besides the weights that a model needs to be used correctly.
+
+    ``label_names`` maps every class index ``0 .. arch.out_channels - 1`` to a name (0 is the
+    background). ``normalization`` describes the intensity preprocessing (read by
+    ``inference.preprocess``), ``target_spacing`` the voxel spacing in mm (array axis order)
+    the model was trained at (``None``: use the image's own spacing), ``patch_size`` the
+    sliding-window patch (array axis order, multiples of the network's divisor).
+    ``provenance`` records data source, training parameters, hashes and metrics.
+    """
+
+    arch: UNetConfig
+    label_names: dict[int, str]
+    modality: str = ""
+    normalization: dict = field(default_factory=dict)
+    target_spacing: tuple[float, ...] | None = None
+    patch_size: tuple[int, ...] = (256, 256)
+    name: str = "model"
+    version: str = "1"
+    parent: str | None = None
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.arch, UNetConfig):
+            raise ValueError(f"arch must be a UNetConfig, got {type(self.arch).__name__}")
+        dims, n_out = self.arch.spatial_dims, self.arch.out_channels
+        if not isinstance(self.label_names, dict):
+            raise ValueError(f"label_names must be a dict {{index: name}}, got {type(self.label_names).__name__}")
+        try:
+            labels = {int(k): str(v) for k, v in self.label_names.items()}
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"label_names keys must be class indices, got {list(self.label_names)!r}") from exc
+        if set(labels) != set(range(n_out)):
+            raise ValueError(
+                f"label_names must name every class 0..{n_out - 1} of the network (out_channels={n_out}), "
+                f"got indices {sorted(labels)}"
+            )
+        object.__setattr__(self, "label_names", dict(sorted(labels.items())))
+        patch = _tuple_of(self.patch_size, int, "patch_size")
+        if len(patch) != dims or any(p < 1 for p in patch):
+            raise ValueError(f"patch_size must be {dims} positive integers for a {dims}D network, got {self.patch_size!r}")
+        bad = [p for p in patch if p % self.arch.divisor]
+        if bad:
+            raise ValueError(
+                f"patch_size {patch} must be multiples of the network's divisor {self.arch.divisor} (bad: {bad})"
+            )
+        object.__setattr__(self, "patch_size", patch)
+        if self.target_spacing is not None:
+            spacing = _tuple_of(self.target_spacing, float, "target_spacing")
+            if len(spacing) != dims or any(not s > 0 for s in spacing):
+                raise ValueError(
+                    f"target_spacing must be {dims} positive numbers (mm, array axis order), got {self.target_spacing!r}"
+                )
+            object.__setattr__(self, "target_spacing", spacing)
+        for name in ("normalization", "provenance"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
+        if not str(self.name).strip():
+            raise ValueError("model name must not be empty")
+        object.__setattr__(self, "name", str(self.name))
+        object.__setattr__(self, "version", str(self.version))
+        object.__setattr__(self, "modality", str(self.modality or ""))
+        if self.parent is not None:
+            object.__setattr__(self, "parent", str(self.parent))
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes, background included (``arch.out_channels``)."""
+        return self.arch.out_channels
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (label keys become strings, tuples lists)."""
+        return {
+            "arch": self.arch.to_dict(),
+            "label_names": {str(k): v for k, v in self.label_names.items()},
+            "modality": self.modality,
+            "normalization": self.normalization,
+            "target_spacing": list(self.target_spacing) if self.target_spacing is not None else None,
+            "patch_size": list(self.patch_size),
+            "name": self.name,
+            "version": self.version,
+            "parent": self.parent,
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_json_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        """Rebuild from :meth:`to_json_dict` output (the keys ``save_model`` adds are ignored).
+
+        Raises ``ValueError`` naming the missing or bad entry.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for key in ("arch", "label_names"):
+            if key not in d:
+                raise ValueError(f"the entry '{key}' is missing")
+        unknown = sorted(set(d) - fields - set(_RESERVED))
+        if unknown:
+            logger.warning("ignoring unknown model config entries: %s", ", ".join(unknown))
+        kw = {k: v for k, v in d.items() if k in fields}
+        kw["arch"] = UNetConfig.from_dict(d["arch"])
+        if not isinstance(kw["label_names"], dict):
+            raise ValueError(f"label_names must be an object {{index: name}}, got {kw['label_names']!r}")
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A network ready for inference (eval mode) with its spec and where it came from."""
+
+    network: AttentionUNet
+    spec: ModelSpec
+    folder: Path
+    weights_sha256: str
+
+    @property
+    def model_id(self) -> str:
+        """``"name@version:<first 12 hex digits of the weights' sha256>"``."""
+        return f"{self.spec.name}@{self.spec.version}:{self.weights_sha256[:12]}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model(folder: str | Path, network: AttentionUNet, spec: ModelSpec, *, overwrite: bool = False) -> Path:
+    """Write ``network``'s weights and ``spec`` as a model folder; returns the folder.
+
+    Atomic: written into a temporary folder beside ``folder``, then renamed into place. An
+    existing ``folder`` is refused (:class:`WriteError`) unless ``overwrite=True``. The
+    network's architecture must equal ``spec.arch`` (:class:`ModelError` otherwise).
+    """
+    folder = Path(folder)
+    if not isinstance(network, AttentionUNet):
+        raise ModelError(f"save_model needs an AttentionUNet, got {type(network).__name__}")
+    if network.config != spec.arch:
+        raise ModelError(
+            f"the network's architecture {network.config.to_dict()} differs from the spec's {spec.arch.to_dict()}; "
+            "build the spec with arch=network.config"
+        )
+    if folder.exists() and not overwrite:
+        raise WriteError(folder, "a model folder already exists here; choose another folder or pass overwrite=True")
+    if folder.exists() and not folder.is_dir():
+        raise WriteError(folder, "exists and is not a folder")
+    parent = folder.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(parent, f"cannot create the folder: {exc}") from exc
+    tmp = parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    old: Path | None = None
+    try:
+        tmp.mkdir()
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in network.state_dict().items()}
+        weights = tmp / WEIGHTS_FILE
+        torch.save(state, weights)
+        config = spec.to_json_dict()
+        config.update(
+            format=FORMAT,
+            format_version=FORMAT_VERSION,
+            weights_file=WEIGHTS_FILE,
+            weights_sha256=_sha256(weights),
+            created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        with open(tmp / CONFIG_FILE, "w", encoding="utf-8") as fh:
+            json.dump(config, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if folder.exists():
+            old = parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+    except OSError as exc:
+        if old is not None and not folder.exists():
+            os.replace(old, folder)
+            old = None
+        raise WriteError(folder, f"could not save the model: {exc}") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+    logger.info("saved model %s@%s to %s", spec.name, spec.version, folder)
+    return folder
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    if not folder.exists():
+        raise ModelError(f"model folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ModelError(f"{folder} is not a model folder (expected a folder holding {CONFIG_FILE} and {WEIGHTS_FILE})")
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise ModelError(f"{path} is missing: {folder} is not a model folder (save one with save_model)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path} cannot be read: {exc}") from exc
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path} is corrupt (not valid JSON: {exc})") from exc
+    if not isinstance(config, dict):
+        raise ModelError(f"{path} is corrupt (expected a JSON object)")
+    fmt = config.get("format", FORMAT)
+    if fmt != FORMAT:
+        raise ModelError(f"{path} is not a napari-attnseg model (format '{fmt}')")
+    if int(config.get("format_version", FORMAT_VERSION)) > FORMAT_VERSION:
+        raise ModelError(
+            f"{path} has format version {config['format_version']}, newer than this napari-attnseg understands "
+            f"({FORMAT_VERSION}); upgrade napari-attnseg"
+        )
+    return config
+
+
+def read_spec(folder: str | Path) -> ModelSpec:
+    """The :class:`ModelSpec` of a model folder, without loading weights (cheap)."""
+    folder = Path(folder)
+    config = _read_config(folder)
+    try:
+        return ModelSpec.from_json_dict(config)
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{folder / CONFIG_FILE} is invalid: {exc}") from exc
+
+
+def _describe_keys(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model folder written by :func:`save_model`; the network is in eval mode.
+
+    Raises :class:`ModelError` with a clear message for a missing folder, a missing or corrupt
+    ``config.json``, a missing or corrupted weights file (checked against the recorded
+    sha256), or weights that do not match the architecture (naming the keys).
+    """
+    folder = Path(folder)
+    config = _read_config(folder)
+    spec = read_spec(folder)
+    weights = folder / str(config.get("weights_file", WEIGHTS_FILE))
+    if not weights.is_file():
+        raise ModelError(f"the weights file {weights} is missing; the model folder {folder} is incomplete")
+    sha = _sha256(weights)
+    recorded = config.get("weights_sha256")
+    if recorded and recorded != sha:
+        raise ModelError(
+            f"the weights file {weights} is corrupted or was replaced: its sha256 is {sha[:12]}..., "
+            f"but {CONFIG_FILE} records {str(recorded)[:12]}...; restore the folder or re-save the model"
+        )
+    try:
+        state = torch.load(weights, map_location=torch.device(device), weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file; re-raised with the path
+        raise ModelError(f"the weights file {weights} is corrupted or not a PyTorch state_dict: {exc}") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"the weights file {weights} does not hold a state_dict (a mapping of names to tensors)")
+    network = AttentionUNet(spec.arch)
+    expected = network.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_describe_keys(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_describe_keys(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches (file != architecture): {_describe_keys(shapes)}")
+        raise ModelError(
+            f"the weights in {weights} do not match the architecture in {CONFIG_FILE} "
+            f"({spec.arch.to_dict()}): " + "; ".join(parts)
+        )
+    network.load_state_dict(state, strict=True)
+    network.to(torch.device(device)).eval()
+    return LoadedModel(network=network, spec=spec, folder=folder, weights_sha256=sha)
