@@ -65,13 +65,32 @@ def layer_data_tuple(volume: Volume, name: str | None = None,
     return (volume.data, volume_to_layer_kwargs(volume, name, provenance), kind)
 
 
+def _linear_part(value: Any, n: int, what: str) -> np.ndarray:
+    """A layer's ``rotate`` or ``shear`` as an n x n matrix (identity when absent)."""
+    if value is None:
+        return np.eye(n)
+    arr = np.asarray(value, dtype=float)
+    if arr.shape == (n, n):
+        return arr
+    if what == "shear" and arr.size == n * (n - 1) // 2:  # napari: upper-triangular coefficients
+        mat = np.eye(n)
+        mat[np.triu_indices(n, 1)] = arr.ravel()
+        return mat
+    if what == "rotate" and arr.size == 1 and n == 2:  # degrees
+        t = np.deg2rad(float(arr.ravel()[0]))
+        return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    raise ValueError(f"cannot interpret the layer's {what} {value!r} for a {n}D layer")
+
+
 def _layer_affine_matrix(layer: Any) -> np.ndarray:
-    """index -> world matrix from a layer's scale, translate and affine attributes."""
+    """index -> world matrix from a layer's scale, translate, rotate, shear and affine
+    (napari: ``world = affine @ (rotate @ shear @ diag(scale) @ index + translate)``)."""
     scale = np.asarray(layer.scale, dtype=float)
     translate = np.asarray(layer.translate, dtype=float)
     n = scale.size
     st = np.eye(n + 1)
-    st[:n, :n] = np.diag(scale)
+    st[:n, :n] = (_linear_part(getattr(layer, "rotate", None), n, "rotate")
+                  @ _linear_part(getattr(layer, "shear", None), n, "shear") @ np.diag(scale))
     st[:n, n] = translate
     aff = getattr(layer, "affine", None)
     if aff is None:

@@ -9,6 +9,7 @@ CORE_MODULES = [
     "napari_attnseg.volume",
     "napari_attnseg._napari.layers",
     "napari_attnseg.io",
+    "napari_attnseg.sample",
     "napari_attnseg.model.attention_unet",
     "napari_attnseg.model.checkpoint",
     "napari_attnseg.model.registry",

@@ -1,0 +1,74 @@
+"""npe2 reader: NIfTI / NRRD files, DICOM files and folders -> napari layers with geometry.
+
+``get_reader`` is cheap (``io.can_read`` looks at the name and a few bytes, or for a folder
+whether it holds DICOM) and returns None for anything else so napari can try other readers.
+The returned function reads through :func:`napari_attnseg.io.read_volume`; problems found while
+reading (series choice, uneven spacing, NaN voxels) become napari warnings, and a file that
+cannot be read becomes an error notification naming the file and the problem - never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import AttnsegError
+from .layers import layer_data_tuple
+
+log = logging.getLogger(__name__)
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+
+
+def _paths(path: str | Sequence[str]) -> list[str]:
+    if isinstance(path, (str, Path)):
+        return [str(path)]
+    return [str(p) for p in path]
+
+
+def layer_name(path: str | Path) -> str:
+    """Layer name for a file or folder: the name without .nii/.nii.gz/.nrrd/.dcm."""
+    name = Path(path).name or str(path)
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".dcm", ".ima"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerDataTuple]] | None:
+    """The reader function when :mod:`napari_attnseg.io` can read every path, else None."""
+    from .. import io
+
+    paths = _paths(path)
+    if not paths or not all(io.can_read(p) for p in paths):
+        return None
+    return read_layers
+
+
+def read_one(path: str | Path) -> list[LayerDataTuple]:
+    """Read one file or folder; warnings are shown, errors raise (AttnsegError / ValueError)."""
+    from napari.utils.notifications import show_warning
+
+    from .. import io
+
+    vol = io.read_volume(path)
+    for msg in vol.warnings:
+        show_warning(f"{Path(path).name}: {msg}")
+    return [layer_data_tuple(vol, name=layer_name(path))]
+
+
+def read_layers(path: str | Sequence[str]) -> list[LayerDataTuple]:
+    """Read each path; one that fails gives an error notification and is skipped."""
+    from napari.utils.notifications import show_error
+
+    out: list[LayerDataTuple] = []
+    for p in _paths(path):
+        try:
+            out.extend(read_one(p))
+        except (AttnsegError, ValueError, OSError, MemoryError) as exc:
+            log.warning("could not open %s: %s", p, exc)
+            text = str(exc) if str(p) in str(exc) else f"{p}: {exc}"
+            show_error(f"Could not open {text}")
+    return out

@@ -1,0 +1,82 @@
+"""JobRunner: progress, result, cancel within one unit, errors reported (not raised)."""
+
+import time
+
+import pytest
+
+from napari_attnseg._progress import Progress
+from napari_attnseg.errors import AttnsegError
+from napari_attnseg.widgets._worker import CANCELLED, JobRunner, ProgressPanel
+
+
+def _job(n, delay=0.0, fail_at=None, seen=None):
+    for i in range(n):
+        if fail_at == i:
+            raise AttnsegError("bad batch 3 in case.nii.gz")
+        time.sleep(delay)
+        if seen is not None:
+            seen.append(i)
+        yield Progress(i + 1, n, "work")
+    return "result"
+
+
+def test_run_sync_reports_progress_and_result(qtbot):
+    panel = ProgressPanel()
+    qtbot.addWidget(panel)
+    got = []
+    runner = JobRunner(lambda: _job(4), panel, on_result=got.append)
+    assert runner.run_sync() == "result"
+    assert got == ["result"]
+    assert panel.bar.value() == 100
+
+
+def test_thread_run_and_cancel_stops_within_one_unit(qtbot):
+    panel = ProgressPanel()
+    qtbot.addWidget(panel)
+    seen, results = [], []
+    runner = JobRunner(lambda: _job(200, delay=0.02, seen=seen), panel, on_result=results.append)
+    worker = runner.start()
+    qtbot.waitUntil(lambda: len(seen) >= 3, timeout=5000)
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        panel.cancel_button.click()
+    n_at_cancel = len(seen)
+    assert runner.cancelled
+    assert results == []  # on_result never called: no partial layer
+    assert n_at_cancel < 200
+    time.sleep(0.1)
+    assert len(seen) == n_at_cancel  # nothing ran after the worker finished
+
+
+def test_errors_are_reported_not_raised(qtbot, monkeypatch):
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", lambda msg: shown.append(msg))
+    errors = []
+    runner = JobRunner(lambda: _job(5, fail_at=3), None, on_error=errors.append, context="Segment")
+    worker = runner.start()
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        pass
+    assert len(errors) == 1 and isinstance(errors[0], AttnsegError)
+    assert shown and "case.nii.gz" in shown[0] and shown[0].startswith("Segment:")
+
+
+def test_cancelled_sentinel_from_sync_cancel(qtbot):
+    runner = JobRunner(lambda: _job(10))
+    runner.cancel()
+    assert runner.run_sync() is CANCELLED
+    assert runner.cancelled
+
+
+@pytest.mark.parametrize("same_shape", [True, False])
+def test_upsert_layer_updates_in_place(make_napari_viewer, same_shape):
+    import numpy as np
+
+    from napari_attnseg.widgets._worker import upsert_layer
+
+    viewer = make_napari_viewer()
+    a = np.zeros((4, 8, 8), np.uint8)
+    upsert_layer(viewer, a, {"name": "x [attnseg]", "scale": (2, 1, 1)}, "labels")
+    b = np.ones((4, 8, 8) if same_shape else (4, 8, 9), np.uint8)
+    layer = upsert_layer(viewer, b, {"name": "x [attnseg]", "scale": (2, 1, 1)}, "labels")
+    assert len(viewer.layers) == 1
+    assert np.array_equal(layer.data, b)
+    assert tuple(layer.scale) == (2, 1, 1)
