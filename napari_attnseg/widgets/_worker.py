@@ -217,7 +217,14 @@ def upsert_layer(viewer: Any, data: Any, kwargs: dict, layer_type: str) -> Any:
         for key in ("scale", "translate", "affine"):
             if key in kwargs:
                 setattr(existing, key, kwargs[key])
-        existing.metadata.update(kwargs.get("metadata", {}))
+        for key, value in kwargs.get("metadata", {}).items():
+            old = existing.metadata.get(key)
+            if isinstance(old, dict) and isinstance(value, dict):
+                merged = dict(old)  # keep what others added (e.g. reviewed slices)
+                merged.update(value)
+                existing.metadata[key] = merged
+            else:
+                existing.metadata[key] = value
         return existing
     if existing is not None:
         viewer.layers.remove(existing)
