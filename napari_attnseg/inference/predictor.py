@@ -1,0 +1,422 @@
+"""Segment a :class:`~napari_attnseg.volume.Volume` with a loaded model: the one code path used by
+the Segment widget, ``attnseg predict`` and scripts.
+
+Pipeline: check the input against the model (dimensions, channels) -> pick the device ->
+intensity preset -> (3D models) reorient to canonical and resample to the model's spacing ->
+plan memory -> Gaussian-blended sliding window (2D models run slice by slice along axis 0, the
+acquisition axis) -> undo resampling/reorientation -> float32 probabilities (C, *spatial) on the
+ORIGINAL grid and uint8/uint16 labels, with provenance.
+
+A CUDA out-of-memory error restarts the window loop with blending in host memory and half the
+batch, down to one window per batch, before giving up with a message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .._options import choose
+from .._progress import Job, Progress, drain
+from ..errors import ModelError
+from ..volume import Volume
+from .device import DEVICES, PRECISIONS, autocast_context, device_summary, select_device
+from .memory import MemoryPlan, plan_memory
+from .preprocess import (
+    PRESETS,
+    IntensityParams,
+    Reorientation,
+    canonical_reorientation,
+    from_canonical,
+    intensity_params,
+    needs_resampling,
+    resample,
+    resampled_shape,
+    resolve_preset,
+    reoriented_spacing,
+    to_canonical,
+)
+from .sliding_window import count_windows, labels_from_probabilities, sliding_window_job
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PATCH_2D = (256, 256)
+DEFAULT_PATCH_3D = (96, 96, 96)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """User-facing inference options (frozen: snapshot them on the GUI thread)."""
+
+    overlap: float = 0.5
+    batch_size: int = 4
+    tta: bool = False
+    device: str = "auto"
+    precision: str = "fp32"
+    modality: str | None = None  #: intensity preset override: "CT", "MR", "US" (None: auto)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.overlap) < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        object.__setattr__(self, "overlap", float(self.overlap))
+        if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size \
+                or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
+        object.__setattr__(self, "batch_size", int(self.batch_size))
+        dev = str(self.device)
+        base, sep, idx = dev.partition(":")
+        object.__setattr__(self, "device", choose(base, DEVICES, "device") + sep + idx)
+        object.__setattr__(self, "precision", choose(self.precision, PRECISIONS, "precision"))
+        if self.modality in ("", "auto"):
+            object.__setattr__(self, "modality", None)
+        elif self.modality is not None:
+            object.__setattr__(self, "modality", choose(self.modality, PRESETS, "modality preset"))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Result of a run, on the input's original grid."""
+
+    probabilities: np.ndarray  #: float32 (C, *spatial), sums to 1 over C
+    labels: np.ndarray  #: (*spatial) uint8 (uint16 beyond 256 classes)
+    device: str
+    n_windows: int
+    seconds: float
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def foreground_probability(self) -> np.ndarray:
+        """1 - P(background): one map for any number of classes (the class 1 map for 2 classes)."""
+        return (1.0 - self.probabilities[0]).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- model facts
+def _net_config(model: Any) -> Any:
+    return getattr(model.network, "config", None)
+
+
+def model_dims(model: Any) -> int:
+    cfg = _net_config(model)
+    if cfg is not None:
+        return int(cfg.spatial_dims)
+    patch = getattr(model.spec, "patch_size", None)
+    return len(patch) if patch else 2
+
+
+def model_in_channels(model: Any) -> int:
+    cfg = _net_config(model)
+    return int(cfg.in_channels) if cfg is not None else 1
+
+
+def model_classes(model: Any) -> int:
+    cfg = _net_config(model)
+    if cfg is not None:
+        return int(cfg.out_channels)
+    return max(2, len(getattr(model.spec, "label_names", ()) or ()))
+
+
+def model_divisor(model: Any) -> int:
+    return int(getattr(model.network, "divisor", 1) or 1)
+
+
+def model_patch(model: Any) -> tuple[int, ...]:
+    patch = getattr(model.spec, "patch_size", None)
+    dims = model_dims(model)
+    if patch:
+        patch = tuple(int(p) for p in patch)
+        if len(patch) != dims:
+            raise ModelError(
+                f"model '{model_label(model)}': patch size {patch} does not match its "
+                f"{dims}D network; fix patch_size in {getattr(model, 'folder', '')}/config.json"
+            )
+        return patch
+    return DEFAULT_PATCH_2D if dims == 2 else DEFAULT_PATCH_3D
+
+
+def model_label(model: Any) -> str:
+    spec = model.spec
+    name = getattr(spec, "name", "") or "model"
+    version = getattr(spec, "version", None)
+    return f"{name}@{version}" if version is not None else str(name)
+
+
+# --------------------------------------------------------------------------- input checks
+def as_volume(model: Any, image: Volume | np.ndarray) -> Volume:
+    """Check ``image`` against ``model`` and return it as a Volume; :class:`ModelError` with a
+    fix-it message when it cannot be segmented by this model."""
+    dims = model_dims(model)
+    cin = model_in_channels(model)
+    label = model_label(model)
+    shape = tuple(np.shape(image.data if isinstance(image, Volume) else image))
+    if cin != 1:
+        raise ModelError(
+            f"model '{label}' expects {cin} input channels (e.g. several MR contrasts stacked) "
+            f"but the image {shape} has 1 channel; this version segments single-channel images: "
+            "pick a model trained with in_channels=1"
+        )
+    ndim = len(shape)
+    if ndim not in (2, 3):
+        what = "(y, x) images, or (z, y, x) volumes slice by slice" if dims == 2 else \
+            "(z, y, x) volumes"
+        raise ModelError(
+            f"model '{label}' is a {dims}D model that segments {what}, but the image has {ndim} "
+            f"dimensions {shape}; select one channel or time point first (e.g. split the "
+            "layer's channel axis with napari's 'Split Stack')"
+        )
+    if dims == 3 and ndim == 2:
+        raise ModelError(
+            f"model '{label}' is a 3D model but the image is a 2D slice {shape}; open the whole "
+            "volume or pick a 2D model"
+        )
+    if isinstance(image, Volume):
+        return image
+    return Volume(data=np.asarray(image), spacing=(1.0,) * ndim)
+
+
+# --------------------------------------------------------------------------- preparation
+@dataclass(frozen=True)
+class _Prepared:
+    image: np.ndarray  # (1, *model-grid spatial) float32
+    reo: Reorientation | None
+    canonical_shape: tuple[int, ...]
+    resampled: bool
+    intensity: IntensityParams
+
+
+def intensity_for(model: Any, volume: Volume, config: PredictConfig) -> IntensityParams:
+    """The intensity normalization a run would use (cache it for repeated slice previews)."""
+    spec = model.spec
+    norm = dict(getattr(spec, "normalization", None) or {})
+    model_modality = getattr(spec, "modality", "") or ""
+    preset = resolve_preset(config.modality, norm, model_modality, volume.modality)
+    if config.modality and config.modality != resolve_preset(None, norm, model_modality,
+                                                             volume.modality):
+        norm = {}  # the user overrode the model's preset: its clip/statistics no longer apply
+    return intensity_params(volume.data, preset, norm)
+
+
+def _prepare(model: Any, volume: Volume, intensity: IntensityParams) -> _Prepared:
+    data = intensity.apply(volume.data)
+    np.nan_to_num(data, copy=False, nan=(intensity.lo - intensity.shift) / intensity.scale)
+    if model_dims(model) == 2:
+        return _Prepared(data[None], None, data.shape, False, intensity)
+    reo = canonical_reorientation(volume.direction)
+    spacing = reoriented_spacing(volume.spacing, reo)
+    if not reo.is_identity:
+        data = np.ascontiguousarray(to_canonical(data, reo))
+    canonical_shape = data.shape
+    target = getattr(model.spec, "target_spacing", None)
+    resampled = False
+    if target is not None and needs_resampling(spacing, target):
+        data = resample(data, resampled_shape(data.shape, spacing, target), order=1)
+        resampled = True
+    return _Prepared(data[None], reo, canonical_shape, resampled, intensity)
+
+
+def _restore(probs: np.ndarray, prep: _Prepared) -> np.ndarray:
+    if prep.resampled:
+        probs = resample(probs, prep.canonical_shape, order=1, channels_first=True)
+    if prep.reo is not None and not prep.reo.is_identity:
+        probs = from_canonical(probs, prep.reo, channels_first=True)
+    return np.ascontiguousarray(probs, dtype=np.float32)
+
+
+def model_grid_shape(model: Any, volume: Volume) -> tuple[int, ...]:
+    """Spatial shape the network will see (after reorientation and resampling)."""
+    if model_dims(model) == 2:
+        return volume.shape
+    reo = canonical_reorientation(volume.direction)
+    shape = tuple(volume.shape[p] for p in reo.perm)
+    spacing = reoriented_spacing(volume.spacing, reo)
+    target = getattr(model.spec, "target_spacing", None)
+    if target is not None and needs_resampling(spacing, target):
+        shape = resampled_shape(shape, spacing, target)
+    return shape
+
+
+def plan_prediction(model: Any, volume: Volume | np.ndarray, config: PredictConfig | None = None,
+                    one_patch_seconds: float | None = None,
+                    device: torch.device | None = None) -> MemoryPlan:
+    """Windows, memory and time for a run, without running it (the widget shows this first)."""
+    config = config or PredictConfig()
+    volume = as_volume(model, volume)
+    device = device or select_device(config.device)
+    free = None
+    if device.type == "cuda":
+        free = int(torch.cuda.mem_get_info(device)[0])
+    return plan_memory(
+        model_grid_shape(model, volume), model_patch(model), config.overlap,
+        model_classes(model), config.batch_size, one_patch_seconds,
+        in_channels=model_in_channels(model), divisor=model_divisor(model), tta=config.tta,
+        device_type=device.type, device_free_bytes=free,
+    )
+
+
+def _provenance(model: Any, config: PredictConfig, volume: Volume, intensity: IntensityParams,
+                device: torch.device, n_windows: int, seconds: float,
+                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    spec = model.spec
+    prov = {
+        "kind": "attnseg prediction",
+        "model_id": getattr(model, "model_id", model_label(model)),
+        "model_name": getattr(spec, "name", ""),
+        "model_version": getattr(spec, "version", None),
+        "weights_sha256": getattr(model, "weights_sha256", ""),
+        "model_folder": str(getattr(model, "folder", "")),
+        "label_names": list(getattr(spec, "label_names", ()) or ()),
+        "config": dataclasses.asdict(config),
+        "intensity": intensity.as_dict(),
+        "device": str(device),
+        "n_windows": int(n_windows),
+        "seconds": round(float(seconds), 4),
+        "source": volume.source,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "attnseg_version": __version__,
+    }
+    if extra:
+        prov.update(extra)
+    return prov
+
+
+# --------------------------------------------------------------------------- running
+def _network_on(model: Any, device: torch.device) -> torch.nn.Module:
+    net = model.network
+    first = next(net.parameters(), None)
+    if first is not None and first.device != device:
+        net.to(device)
+    net.eval()
+    return net
+
+
+def _windows_with_oom_retry(net: torch.nn.Module, prep: _Prepared, model: Any,
+                            config: PredictConfig, device: torch.device,
+                            plan: MemoryPlan) -> Job[np.ndarray]:
+    precision = config.precision
+
+    def predict_fn(x: torch.Tensor) -> torch.Tensor:
+        with autocast_context(device, precision):
+            out = net(x)
+        if isinstance(out, (list, tuple)):  # deep-supervision heads: keep the full resolution
+            out = out[0]
+        return out
+
+    batch = config.batch_size
+    acc_device = torch.device("cpu") if plan.accumulate_on_cpu else device
+    acc_dtype = torch.float16 if plan.fp16_accumulator else torch.float32
+    while True:
+        try:
+            return (yield from sliding_window_job(
+                predict_fn, prep.image, model_patch(model), overlap=config.overlap,
+                batch_size=batch, gaussian=True, num_classes=model_classes(model),
+                accumulate_device=acc_device, accumulator_dtype=acc_dtype, device=device,
+                divisor=model_divisor(model), tta=config.tta,
+            ))
+        except torch.cuda.OutOfMemoryError as exc:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if batch == 1 and acc_device.type == "cpu":
+                raise ModelError(
+                    f"the GPU ran out of memory even with one window per batch and blending in "
+                    f"host memory ({exc}); choose device 'cpu' or a model with a smaller patch"
+                ) from exc
+            batch = max(1, batch // 2)
+            acc_device = torch.device("cpu")
+            logger.warning("CUDA out of memory: retrying with batch %d, blending on the CPU", batch)
+            yield Progress(0, 0, "retrying", f"GPU out of memory: retrying with batch {batch} "
+                           "and blending in host memory")
+
+
+def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig | None = None,
+                *, intensity: IntensityParams | None = None) -> Job[Prediction]:
+    """Segment ``volume``; yields progress per batch; returns a :class:`Prediction`."""
+    config = config or PredictConfig()
+    volume = as_volume(model, volume)
+    device = select_device(config.device)
+    t0 = time.perf_counter()
+    yield Progress(0, 0, "preparing", f"preparing on {device_summary(device)}")
+    intensity = intensity or intensity_for(model, volume, config)
+    prep = _prepare(model, volume, intensity)
+    net = _network_on(model, device)
+    plan = plan_prediction(model, volume, config, device=device)
+    if plan.decision == "refuse":
+        raise ModelError(plan.message)
+    probs = yield from _windows_with_oom_retry(net, prep, model, config, device, plan)
+    probs = _restore(probs, prep)
+    labels = labels_from_probabilities(probs)
+    seconds = time.perf_counter() - t0
+    prov = _provenance(model, config, volume, intensity, device, plan.n_windows, seconds,
+                       {"memory_plan": plan.decision})
+    return Prediction(probs, labels, device_summary(device), plan.n_windows, seconds, prov)
+
+
+def predict(model: Any, volume: Volume | np.ndarray, config: PredictConfig | None = None) -> Prediction:
+    """Blocking :func:`predict_job`."""
+    return drain(predict_job(model, volume, config))
+
+
+def slice_volume(volume: Volume, index: int) -> Volume:
+    """The 2D slice ``index`` along axis 0 as a Volume (geometry of its in-plane axes)."""
+    if volume.ndim != 3:
+        return volume
+    if not 0 <= index < volume.shape[0]:
+        raise ValueError(f"slice index {index} is outside 0..{volume.shape[0] - 1}")
+    d = np.asarray(volume.direction)
+    origin = np.asarray(volume.origin) + d[:, 0] * volume.spacing[0] * index
+    # keep the in-plane axes' world components along world axes 1, 2
+    return Volume(data=volume.data[index], spacing=volume.spacing[1:], origin=origin[1:],
+                  direction=d[1:, 1:] if np.allclose(d[0, 1:], 0) else None,
+                  modality=volume.modality, source=volume.source)
+
+
+def predict_slice(model: Any, volume: Volume | np.ndarray, index: int,
+                  config: PredictConfig | None = None, *,
+                  intensity: IntensityParams | None = None) -> Prediction:
+    """Current-slice preview: the prediction for slice ``index`` along axis 0, with the
+    intensity normalization of the whole volume (so it matches the whole-volume run).
+
+    2D models run on that one slice; 3D models on a slab around it (the middle slice kept).
+    Returns probabilities (C, y, x) and labels (y, x).
+    """
+    config = config or PredictConfig()
+    volume = as_volume(model, volume)
+    t0 = time.perf_counter()
+    intensity = intensity or intensity_for(model, volume, config)
+    if volume.ndim == 2:
+        result = drain(predict_job(model, volume, config, intensity=intensity))
+        return result
+    if not 0 <= index < volume.shape[0]:
+        raise ValueError(f"slice index {index} is outside 0..{volume.shape[0] - 1}")
+    if model_dims(model) == 2:
+        sub = slice_volume(volume, index)
+        keep = None
+    else:
+        half = int(math.ceil(max(model_patch(model)) / 2))
+        z0, z1 = max(0, index - half), min(volume.shape[0], index + half + 1)
+        d = np.asarray(volume.direction)
+        origin = np.asarray(volume.origin) + d[:, 0] * volume.spacing[0] * z0
+        sub = Volume(data=volume.data[z0:z1], spacing=volume.spacing, origin=origin,
+                     direction=d, modality=volume.modality, source=volume.source)
+        keep = index - z0
+    res = drain(predict_job(model, sub, config, intensity=intensity))
+    probs, labels = res.probabilities, res.labels
+    if keep is not None:
+        probs, labels = probs[:, keep], labels[keep]
+    seconds = time.perf_counter() - t0
+    prov = dict(res.provenance, slice_index=int(index), seconds=round(seconds, 4))
+    return Prediction(np.ascontiguousarray(probs), np.ascontiguousarray(labels), res.device,
+                      res.n_windows, seconds, prov)
+
+
+def count_model_windows(model: Any, volume: Volume, config: PredictConfig) -> int:
+    """Number of forward passes a whole-volume run needs (without TTA)."""
+    return count_windows(model_grid_shape(model, volume), model_patch(model), config.overlap,
+                         model_divisor(model))

@@ -1,0 +1,220 @@
+"""Intensity presets, reorientation to canonical and resampling, each with its inverse.
+
+Intensity presets (``normalize_intensity``), in float32:
+
+* **CT**: clip to the HU window ``clip`` (default [-1000, 1000]); then z-score with ``mean`` /
+  ``std`` when the model gives them, else map the window linearly to [-1, 1].
+* **MR**: clip to the 0.5 and 99.5 percentiles, then z-score with the clipped image's mean and
+  standard deviation.
+* **US**: map the 1st..99th percentile range linearly to [0, 1] (clipped).
+
+A model's ``spec.normalization`` dict may override any of: ``preset`` ("CT"/"MR"/"US"),
+``clip`` ([lo, hi] absolute), ``percentiles`` ([lo, hi]), ``mean`` and ``std`` (or ``shift`` and
+``scale``, as :meth:`IntensityParams.as_dict` writes them). Store dataset-level values only
+(a CT window, CT mean/std); MR and US statistics are meant to be computed per image. Percentiles and
+statistics are computed on the whole volume (a regular subsample of at most ~2 M voxels, so a
+current-slice preview uses exactly the statistics of the whole-volume run).
+
+Geometry: :func:`to_canonical` transposes/flips an (approximately) axis-aligned 3D array so its
+direction becomes the identity, :func:`from_canonical` undoes it (on channels-first arrays too);
+:func:`resample` uses ``scipy.ndimage.zoom`` (order 1) to an exact output shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._options import choose
+
+logger = logging.getLogger(__name__)
+
+PRESETS = ("CT", "MR", "US")
+DEFAULT_CT_CLIP = (-1000.0, 1000.0)
+_MAX_SAMPLES = 1 << 21
+
+
+@dataclass(frozen=True)
+class IntensityParams:
+    """Resolved normalization: ``(clip(x, lo, hi) - shift) / scale``."""
+
+    preset: str
+    lo: float
+    hi: float
+    shift: float
+    scale: float
+
+    def apply(self, data: np.ndarray) -> np.ndarray:
+        out = np.asarray(data, dtype=np.float32).copy()
+        np.clip(out, self.lo, self.hi, out=out)
+        out -= np.float32(self.shift)
+        out /= np.float32(self.scale)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"preset": self.preset, "clip": [self.lo, self.hi], "shift": self.shift,
+                "scale": self.scale}
+
+
+def resolve_preset(override: str | None = None, normalization: Mapping[str, Any] | None = None,
+                   model_modality: str = "", volume_modality: str = "") -> str:
+    """The preset used: the user's override, else the model's normalization/modality, else the
+    scan's modality, else MR (percentile clip + z-score, the most generic)."""
+    for cand in (override, (normalization or {}).get("preset"), model_modality, volume_modality):
+        if cand:
+            return choose(str(cand), PRESETS, "intensity preset")
+    return "MR"
+
+
+def _sample(data: np.ndarray) -> np.ndarray:
+    flat = np.asarray(data).reshape(-1)
+    step = max(1, flat.size // _MAX_SAMPLES)
+    s = flat[::step].astype(np.float32, copy=False)
+    return s[np.isfinite(s)]
+
+
+def intensity_params(data: np.ndarray, preset: str,
+                     normalization: Mapping[str, Any] | None = None) -> IntensityParams:
+    """Compute the normalization of ``data`` for ``preset`` (see the module docstring)."""
+    preset = choose(preset, PRESETS, "intensity preset")
+    norm = dict(normalization or {})
+    sample = None
+
+    def pct(lo: float, hi: float) -> tuple[float, float]:
+        nonlocal sample
+        if sample is None:
+            sample = _sample(data)
+        if sample.size == 0:
+            return 0.0, 1.0
+        a, b = np.percentile(sample, [lo, hi])
+        return float(a), float(b)
+
+    if "clip" in norm and norm["clip"] is not None:
+        lo, hi = (float(v) for v in norm["clip"])
+    elif "percentiles" in norm and norm["percentiles"] is not None:
+        lo, hi = pct(*(float(v) for v in norm["percentiles"]))
+    elif preset == "CT":
+        lo, hi = DEFAULT_CT_CLIP
+    elif preset == "MR":
+        lo, hi = pct(0.5, 99.5)
+    else:
+        lo, hi = pct(1.0, 99.0)
+    if not hi > lo:
+        hi = lo + 1.0
+    if norm.get("mean") is not None and norm.get("std") is not None:
+        shift, scale = float(norm["mean"]), float(norm["std"])
+    elif norm.get("shift") is not None and norm.get("scale") is not None:  # IntensityParams.as_dict
+        shift, scale = float(norm["shift"]), float(norm["scale"])
+    elif preset == "CT":
+        shift, scale = (lo + hi) / 2.0, (hi - lo) / 2.0
+    elif preset == "MR":
+        if sample is None:
+            sample = _sample(data)
+        clipped = np.clip(sample, lo, hi) if sample.size else np.zeros(1, np.float32)
+        shift, scale = float(clipped.mean()), float(clipped.std())
+    else:
+        shift, scale = lo, hi - lo
+    if not np.isfinite(scale) or scale <= 1e-8:
+        scale = 1.0
+    return IntensityParams(preset, lo, hi, shift, scale)
+
+
+def normalize_intensity(data: np.ndarray, preset: str,
+                        normalization: Mapping[str, Any] | None = None) -> np.ndarray:
+    """float32 normalized copy of ``data`` (NaNs become the low clip value)."""
+    params = intensity_params(data, preset, normalization)
+    out = params.apply(data)
+    np.nan_to_num(out, copy=False, nan=(params.lo - params.shift) / params.scale)
+    return out
+
+
+# --------------------------------------------------------------------------- orientation
+@dataclass(frozen=True)
+class Reorientation:
+    """Array axis ``perm[i]`` becomes canonical axis ``i``, then canonical axes in ``flip`` are
+    reversed. Identity when ``perm`` is (0, 1, 2) and ``flip`` empty."""
+
+    perm: tuple[int, ...]
+    flip: tuple[int, ...]
+
+    @property
+    def is_identity(self) -> bool:
+        return self.perm == tuple(range(len(self.perm))) and not self.flip
+
+
+def canonical_reorientation(direction: np.ndarray) -> Reorientation:
+    """The axis permutation and flips that bring ``direction`` closest to the identity (exact
+    for axis-aligned volumes; oblique ones get the nearest axis). A direction whose columns
+    do not pick distinct world axes gives the identity (no reorientation)."""
+    d = np.asarray(direction, dtype=float)
+    n = d.shape[0]
+    world_of = [int(np.argmax(np.abs(d[:, j]))) for j in range(n)]
+    if sorted(world_of) != list(range(n)):
+        logger.warning("direction %s is too oblique to reorient; using it as is", d.tolist())
+        return Reorientation(tuple(range(n)), ())
+    perm = tuple(world_of.index(i) for i in range(n))
+    flip = tuple(i for i in range(n) if d[i, perm[i]] < 0)
+    return Reorientation(perm, flip)
+
+
+def to_canonical(data: np.ndarray, reo: Reorientation, channels_first: bool = False) -> np.ndarray:
+    off = 1 if channels_first else 0
+    axes = tuple(range(off)) + tuple(p + off for p in reo.perm)
+    out = np.transpose(data, axes)
+    if reo.flip:
+        out = np.flip(out, tuple(f + off for f in reo.flip))
+    return out
+
+
+def from_canonical(data: np.ndarray, reo: Reorientation, channels_first: bool = False) -> np.ndarray:
+    off = 1 if channels_first else 0
+    out = data
+    if reo.flip:
+        out = np.flip(out, tuple(f + off for f in reo.flip))
+    inv = np.argsort(reo.perm)
+    axes = tuple(range(off)) + tuple(int(i) + off for i in inv)
+    return np.transpose(out, axes)
+
+
+def reoriented_spacing(spacing: Sequence[float], reo: Reorientation) -> tuple[float, ...]:
+    return tuple(float(spacing[p]) for p in reo.perm)
+
+
+# --------------------------------------------------------------------------- resampling
+def resampled_shape(shape: Sequence[int], spacing: Sequence[float],
+                    target_spacing: Sequence[float]) -> tuple[int, ...]:
+    return tuple(max(1, int(round(s * sp / t))) for s, sp, t in zip(shape, spacing, target_spacing))
+
+
+def needs_resampling(spacing: Sequence[float], target_spacing: Sequence[float] | None,
+                     rtol: float = 1e-3) -> bool:
+    if target_spacing is None:
+        return False
+    if len(target_spacing) != len(spacing):
+        raise ValueError(
+            f"target spacing {tuple(target_spacing)} has {len(target_spacing)} values, "
+            f"the image {len(spacing)} axes"
+        )
+    return not np.allclose(spacing, target_spacing, rtol=rtol, atol=0)
+
+
+def resample(data: np.ndarray, out_shape: Sequence[int], order: int = 1,
+             channels_first: bool = False) -> np.ndarray:
+    """Linear (order 1) zoom of ``data`` to exactly ``out_shape`` (spatial part)."""
+    from scipy import ndimage
+
+    arr = np.asarray(data, dtype=np.float32)
+    spatial = arr.shape[1:] if channels_first else arr.shape
+    out_shape = tuple(int(s) for s in out_shape)
+    if tuple(spatial) == out_shape:
+        return arr
+    zoom = [o / s for o, s in zip(out_shape, spatial)]
+    if channels_first:
+        return np.stack([
+            ndimage.zoom(c, zoom, order=order, mode="nearest", grid_mode=False) for c in arr
+        ])
+    return ndimage.zoom(arr, zoom, order=order, mode="nearest", grid_mode=False)
