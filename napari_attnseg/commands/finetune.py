@@ -1,0 +1,105 @@
+"""``attnseg finetune IMAGES LABELS --base MODEL -o NEW_MODEL``: fine-tune a model on corrected
+labels (the same core as the Fine-tune widget). ``IMAGES`` and ``LABELS`` are files (comma-
+separated for several scans, in the same order); ``--reviewed-slices 3,7,12`` limits training to
+those slices (axis 0) of every volume (default: all slices). The new weights become a new
+version of the base model's name (or ``--name``) in the registry, active only if they beat the
+base on held-out slices, and are copied to ``-o``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", help="scan file(s), comma-separated")
+    parser.add_argument("labels", help="corrected label file(s) on the same grids, comma-separated")
+    parser.add_argument("--base", required=True, help="model name, name@version or folder to start from")
+    parser.add_argument("-o", "--output", default=None, help="also write the new model folder here")
+    parser.add_argument("--name", default=None, help="registry name for the new version (default: the base's)")
+    parser.add_argument("--reviewed-slices", default=None,
+                        help="comma-separated slice indices (axis 0) that were corrected (default: all)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--steps-per-epoch", type=int, default=25)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--patch-size", type=int, nargs="+", default=None, help="default: 128 128 (2D)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--max-seconds", type=float, default=None, help="time budget in seconds")
+    parser.add_argument("--freeze-encoder", action="store_true")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--precision", default="fp32", help="fp32 or bf16")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def parse_slices(text: str | None, depth: int) -> "object":
+    """Per-slice flags of length ``depth`` from '3,7,12' (None: all reviewed)."""
+    import numpy as np
+
+    if not text:
+        return None
+    try:
+        idx = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError as exc:
+        raise ValueError(f"--reviewed-slices must be comma-separated integers, got {text!r}") from exc
+    bad = [i for i in idx if not 0 <= i < depth]
+    if bad:
+        raise ValueError(f"--reviewed-slices {bad} are outside 0..{depth - 1}")
+    flags = np.zeros(depth, bool)
+    flags[idx] = True
+    return flags
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from ..io import read_volume
+    from ..model.checkpoint import load_model
+    from ..model.registry import ModelRegistry
+    from ..training.dataset import TrainingPair
+    from ..training.finetune import finetune_job
+    from ..training.loop import TrainConfig
+    from ._common import run_with_progress
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    images = [Path(p) for p in args.images.split(",") if p]
+    labels = [Path(p) for p in args.labels.split(",") if p]
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} image(s) but {len(labels)} label file(s); give one label file per image")
+    if args.output and Path(args.output).exists():
+        raise ValueError(f"{args.output} already exists; choose another output folder")
+    registry = ModelRegistry()
+    base = load_model(registry.resolve(args.base))
+    dims = base.spec.arch.spatial_dims
+    pairs = []
+    for ip, lp in zip(images, labels):
+        img = read_volume(ip)
+        lab = read_volume(lp)
+        data = np.asarray(lab.data)
+        if not np.issubdtype(data.dtype, np.integer):
+            data = np.rint(data).astype(np.int64)
+        lab = lab.with_data(data, is_labels=True)
+        reviewed = parse_slices(args.reviewed_slices, img.shape[0]) if img.ndim == 3 else None
+        pairs.append(TrainingPair(img, lab, reviewed, ip.name))
+    patch = tuple(args.patch_size or ((128, 128) if dims == 2 else (64, 64, 64)))
+    config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+                         patch_size=patch, lr=args.lr, max_seconds=args.max_seconds,
+                         freeze_encoder=args.freeze_encoder, augment=not args.no_augment, precision=args.precision,
+                         seed=args.seed, num_threads=args.threads)
+    result = run_with_progress(finetune_job(base, pairs, config, registry, args.name), desc="finetune",
+                               quiet=args.quiet)
+    entry = result.entry
+    print(f"saved {entry.ref} at {entry.path}: validation Dice {result.before_dice:.4f} -> {result.after_dice:.4f}; "
+          + ("now active" if result.activated else "NOT activated (not better than the base; the base stays active)"))
+    if args.output:
+        shutil.copytree(entry.path, args.output)
+        print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,192 @@
+"""``attnseg train DATASET (-o MODEL_DIR | --name NAME)``: train an attention U-Net from a
+dataset folder (Medical Segmentation Decathlon / nnU-Net layout, the HC18 layout) or a text
+file of ``image,label`` lines. Writes the model folder (and/or a registry version) with a run
+log (``history.csv``, ``curves.png``) and a model card (``README.md``). Resumable with
+``--resume``; runs unchanged under ``torchrun`` (only rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import logging
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="dataset folder (dataset.json + imagesTr/labelsTr, or HC18) or pair-list file")
+    parser.add_argument("-o", "--output", default=None, help="model folder to write")
+    parser.add_argument("--name", default=None, help="register the model under this name in the registry")
+    parser.add_argument("--spatial-dims", type=int, choices=(2, 3), default=2, help="2D (slices) or 3D (patches)")
+    parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 128, 256],
+                        help="feature maps per resolution level (default 16 32 64 128 256)")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=8, help="global batch size")
+    parser.add_argument("--patch-size", type=int, nargs="+", default=None,
+                        help="training patch (default 256 256 in 2D, 96 96 96 in 3D)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--max-seconds", type=float, default=None, help="time budget in seconds")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of cases held out (by subject)")
+    parser.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0: off)")
+    parser.add_argument("--no-attention", action="store_true", help="plain U-Net (no attention gates)")
+    parser.add_argument("--no-deep-supervision", action="store_true")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--checkpoint-dir", default=None, help="where checkpoints go (default: beside the output)")
+    parser.add_argument("--precision", default="fp32", help="fp32 or bf16")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N cases")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def write_run_log(folder: Path, history: list[dict]) -> None:
+    """``history.csv`` and ``curves.png`` (training loss and validation Dice per epoch)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = ["epoch", "step", "loss", "val_dice", "lr", "seconds"]
+    with open(folder / "history.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for row in history:
+            w.writerow(row)
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.5))
+    ax1 = fig.add_subplot(1, 2, 1)
+    ax2 = fig.add_subplot(1, 2, 2)
+    tr = [(h["epoch"], h["loss"]) for h in history if h.get("loss") is not None]
+    if tr:
+        ax1.plot(*zip(*tr), marker="o")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss (Dice + CE)")
+    ax2.plot([h["epoch"] for h in history], [h["val_dice"] for h in history], marker="o", color="C1")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("validation Dice")
+    fig.tight_layout()
+    fig.savefig(folder / "curves.png", dpi=100)
+
+
+def model_card(spec, info, result, train_cases, val_cases, config, device: str) -> str:
+    import torch
+
+    lines = [
+        f"# {spec.name} (version {spec.version})",
+        "",
+        f"{spec.arch.spatial_dims}D attention U-Net (channels {list(spec.arch.channels)}, attention "
+        f"{'on' if spec.arch.attention else 'off'}, deep supervision {'on' if spec.arch.deep_supervision else 'off'}) "
+        f"segmenting {', '.join(v for k, v in spec.label_names.items() if k)} in {spec.modality or 'unspecified'} images.",
+        "",
+        "## Training data",
+        f"- Dataset: {info.name} — {info.description}".rstrip(" —"),
+        f"- Source: {info.source}",
+        f"- Licence: {info.licence or 'not stated by the dataset; check before redistributing'}",
+        f"- Split (by case/subject, seed {config.seed}): {len(train_cases)} training, {len(val_cases)} validation cases",
+        f"- Validation cases: {', '.join(val_cases[:30])}{' ...' if len(val_cases) > 30 else ''}",
+        "",
+        "## Metrics",
+        f"- Validation Dice (foreground, pooled over validation voxels): best {result.best_val_dice:.4f} "
+        f"(epoch {result.best_epoch}); before training {result.initial_val_dice:.4f}",
+        f"- Stopped: {result.stopped} after {result.steps} steps",
+        "",
+        "## Training",
+        f"- Time: {result.seconds:.1f} s",
+        f"- Hardware: {platform.processor() or platform.machine()}, {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        f"- Parameters: {config.to_dict()}",
+        f"- Command: `attnseg {' '.join(shlex.quote(a) for a in sys.argv[1:])}`",
+        "",
+        "## Where it will not work",
+        f"Only {spec.modality or 'the training'} images similar to the training data "
+        "(acquisition, field of view, anatomy) are in scope; other modalities, anatomies or scanners "
+        "need fine-tuning. Not a medical device; not for diagnosis.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..model.attention_unet import AttentionUNet, UNetConfig
+    from ..model.checkpoint import ModelSpec, save_model
+    from ..model.registry import ModelRegistry, default_root
+    from ..training.dataset import read_dataset, split_by_group
+    from ..training.distributed import cleanup, device_for_rank, init_from_env
+    from ..training.loop import TrainConfig, train_job
+    from ._common import run_with_progress
+
+    if not args.output and not args.name:
+        raise ValueError("give an output folder (-o MODEL_DIR) and/or a registry name (--name NAME)")
+    if args.output and Path(args.output).exists() and not args.resume:
+        raise ValueError(f"{args.output} already exists; choose another output folder")
+    rank, world = init_from_env()
+    device = device_for_rank()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pairs, info = read_dataset(args.dataset, limit=args.limit)
+    dims = args.spatial_dims
+    patch = tuple(args.patch_size or ((256, 256) if dims == 2 else (96, 96, 96)))
+    arch = UNetConfig(spatial_dims=dims, in_channels=1, out_channels=len(info.label_names),
+                      channels=tuple(args.channels), attention=not args.no_attention,
+                      deep_supervision=not args.no_deep_supervision)
+    modality = info.modality or ""
+    spec = ModelSpec(arch=arch, label_names=info.label_names, modality=modality,
+                     normalization={"preset": modality} if modality else {}, patch_size=patch,
+                     name=args.name or Path(args.output).name)
+    config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, max_seconds=args.max_seconds,
+                         batch_size=args.batch_size, lr=args.lr, patch_size=patch, augment=not args.no_augment,
+                         val_fraction=args.val_fraction, early_stopping_patience=args.patience, seed=args.seed,
+                         precision=args.precision, deep_supervision=not args.no_deep_supervision,
+                         num_threads=args.threads)
+    train_pairs, val_pairs = split_by_group(pairs, args.val_fraction, seed=args.seed)
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else (
+        Path(args.output).with_name(Path(args.output).name + ".checkpoint") if args.output
+        else default_root() / ".checkpoints" / args.name)
+    torch.manual_seed(args.seed)
+    network = AttentionUNet(arch)
+    logger.info("training on %d cases, validating on %d (%s)", len(train_pairs), len(val_pairs), info.name)
+    job = train_job(network, spec, train_pairs, val_pairs, config, checkpoint_dir=ckpt, resume=args.resume,
+                    device=device)
+    result = run_with_progress(job, desc="train", quiet=args.quiet or rank != 0)
+    if rank == 0:
+        network.load_state_dict(result.state_dict)
+        network.to("cpu")
+        train_cases = [p.group or (p.image.source or "") for p in train_pairs]
+        val_cases = [p.group or (p.image.source or "") for p in val_pairs]
+        provenance = {"kind": "train", "dataset": info.name, "data_source": info.source, "licence": info.licence,
+                      "train_cases": sorted(set(train_cases)), "val_cases": sorted(set(val_cases)),
+                      "params": config.to_dict(), "best_val_dice": result.best_val_dice,
+                      "initial_val_dice": result.initial_val_dice, "seconds": result.seconds,
+                      "steps": result.steps, "stopped": result.stopped, "world_size": world}
+        spec = dataclasses.replace(spec, provenance=provenance)
+        folders = []
+        if args.name:
+            entry = ModelRegistry().add_version(args.name, network, spec)
+            folders.append(entry.path)
+            spec = dataclasses.replace(spec, version=entry.version)
+            print(f"registered {entry.ref} at {entry.path}")
+        if args.output:
+            folders.append(save_model(args.output, network, spec))
+            print(f"wrote {args.output}")
+        card = model_card(spec, info, result, sorted(set(train_cases)), sorted(set(val_cases)), config, str(device))
+        for folder in folders:
+            write_run_log(Path(folder), result.history)
+            (Path(folder) / "README.md").write_text(card, encoding="utf-8")
+        if not args.checkpoint_dir:  # the default checkpoint folder is only for resuming this run
+            import shutil
+
+            shutil.rmtree(ckpt, ignore_errors=True)
+        print(f"best validation Dice {result.best_val_dice:.4f} (before {result.initial_val_dice:.4f}), "
+              f"{result.steps} steps in {result.seconds:.1f} s, stopped: {result.stopped}")
+    cleanup()
+    return 0
