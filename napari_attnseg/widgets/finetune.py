@@ -66,6 +66,7 @@ class LossPlot(QWidget):
         self.figure = Figure(figsize=(3.5, 2.0))
         self.figure.subplots_adjust(left=0.12, right=0.97, bottom=0.14, top=0.95)
         self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(140)  # docked among many rows it was squeezed to a line
         self.ax = self.figure.add_subplot(111)
         (self.loss_line,) = self.ax.plot([], [], color="tab:blue", lw=1, animated=True)
         (self.dice_line,) = self.ax.plot([], [], "o", color="tab:orange", ms=3, animated=True)
@@ -258,7 +259,15 @@ class FinetuneWidget(QWidget):
             if current:
                 combo.setCurrentText(current)
             combo.blockSignals(False)
+        self._track_all_labels()
         self._attach_tracker()
+
+    def _track_all_labels(self) -> None:
+        """Record strokes on every 2D/3D labels layer from its creation, so slices corrected
+        before the layer is chosen here still count as reviewed."""
+        for ly in self.viewer.layers:
+            if type(ly).__name__ == "Labels" and np.ndim(ly.data) in (2, 3):
+                ReviewTracker.for_layer(ly, self.viewer)
 
     def refresh_models(self) -> None:
         from ..model.registry import ModelRegistry
