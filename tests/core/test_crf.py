@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def noisy_ellipsoid(n=32, seed=1):
 
 
 P3 = CRFParams(sxy_gaussian_mm=3, gaussian_weight=3, sxy_bilateral_mm=6, srgb_bilateral=40,
-               bilateral_weight=5, mode="3d", workers=1)
+               bilateral_weight=5, mode="3d", workers=1, protect=False)
 
 
 def direct_pydensecrf(probs, norm, spacing, prm):
@@ -280,3 +281,78 @@ def test_band_without_boundary_or_uncertainty_changes_nothing_and_2d_band_works(
     gt, img2, fg2 = noisy_ellipsoid(16)
     band2d = refine(fg2, img2, (4, 1, 1), CRFParams(mode="2d", band_mm=1.5, workers=2))
     assert band2d.params.mode == "2d" and band2d.n_changed > 0
+
+
+# ------------------------------------------------------------------ small classes (protect)
+def lesion_in_organ(shape=(96, 96), seed=0):
+    """CT-like slice: air, fat, a soft-tissue organ (60 HU) holding a small low-contrast lesion
+    (35 HU, radius 5 px at 0.8 mm), a bone rim (air and bone set the 1..99 % intensity range,
+    as in a real CT), noise 12 HU; network probabilities confident on the organ and moderately
+    confident (~0.75) on the lesion. Returns labels, image (HU), probabilities (3, y, x)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    cy, cx = shape[0] / 2, shape[1] / 2
+    body = (yy - cy) ** 2 + (xx - cx) ** 2 <= (0.45 * shape[0]) ** 2
+    organ = (yy - cy) ** 2 / (0.3 * shape[0]) ** 2 + (xx - cx) ** 2 / (0.25 * shape[1]) ** 2 <= 1
+    lesion = (yy - cy - 4) ** 2 + (xx - cx + 3) ** 2 <= 5 ** 2
+    bone = ((yy - cy) ** 2 + (xx - cx) ** 2 <= (0.45 * shape[0] + 2) ** 2) & ~body
+    hu = np.full(shape, -1000.0)
+    hu[body], hu[organ], hu[lesion], hu[bone] = -90, 60, 35, 700
+    hu = hu + rng.normal(0, 12, shape)
+    labels = np.zeros(shape, np.uint8)
+    labels[organ], labels[lesion] = 1, 2
+    logits = np.stack([3.0 * (labels == k) for k in range(3)]).astype(np.float32)
+    logits[2] -= 1.9 * (labels == 2)  # lesion: p ~ 0.75 instead of ~0.9
+    logits += rng.normal(0, 0.4, logits.shape).astype(np.float32)
+    e = np.exp(logits - logits.max(0))
+    return labels, hu, (e / e.sum(0)).astype(np.float32)
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR", ""])
+def test_default_params_keep_a_small_low_contrast_lesion(modality):
+    labels, hu, probs = lesion_in_organ()
+    assert dice(probs.argmax(0) == 2, labels == 2) > 0.9  # the network found it
+    prm = replace(default_params(modality), workers=1)
+    assert prm.protect
+    res = refine(probs, hu, (0.8, 0.8), prm)
+    assert dice(res.labels == 2, labels == 2) > 0.8, modality
+    assert dice(res.labels == 1, labels == 1) > 0.95
+    # and as a volume (auto mode picks 2D for 2.5 mm slices; force 3D too)
+    vol_p = np.repeat(probs[:, None], 3, axis=1)
+    vol_i = np.repeat(hu[None], 3, axis=0)
+    for mode in ("auto", "3d"):
+        r3 = refine(vol_p, vol_i, (2.5, 0.8, 0.8), replace(prm, mode=mode))
+        assert dice(r3.labels == 2, np.broadcast_to(labels == 2, r3.labels.shape)) > 0.8, mode
+
+
+def test_protect_restores_a_class_the_crf_would_erase(caplog):
+    labels, hu, probs = lesion_in_organ()
+    crush = CRFParams(sxy_gaussian_mm=5, gaussian_weight=10, sxy_bilateral_mm=20,
+                      srgb_bilateral=40, bilateral_weight=10, workers=1, protect=False)
+    erased = refine(probs, hu, (0.8, 0.8), crush)
+    n_in = int(np.count_nonzero(probs.argmax(0) == 2))
+    assert np.count_nonzero(erased.labels == 2) < 0.5 * n_in  # these weights do erase it
+    assert erased.protected == () and erased.warnings == ()
+    with caplog.at_level("WARNING", logger="napari_attnseg.crf.dense_crf"):
+        kept = refine(probs, hu, (0.8, 0.8), replace(crush, protect=True))
+    assert kept.protected == (2,)
+    assert len(kept.warnings) == 1 and "class 2" in kept.warnings[0]
+    assert "class 2" in caplog.text
+    region = probs.argmax(0) == 2
+    assert np.all(kept.labels[region] == 2)  # the whole input region of the class is back
+    np.testing.assert_array_equal(kept.probabilities[:, region], probs[:, region])
+    # elsewhere the refinement is untouched
+    np.testing.assert_array_equal(kept.labels[~region], erased.labels[~region])
+    assert kept.n_changed == int(np.count_nonzero(kept.labels != probs.argmax(0)))
+    # 3D without a band frees the input during the run: it is rebuilt for the restore
+    vol_p = np.repeat(probs[:, None], 2, axis=1).astype(np.float64)
+    vol_i = np.repeat(hu[None], 2, axis=0)
+    k3 = refine(vol_p, vol_i, (1, 0.8, 0.8), replace(crush, protect=True, mode="3d",
+                                                     sxy_bilateral_mm=10))
+    assert 2 in k3.protected and np.all(k3.labels[:, region] == 2)
+    # a class the CRF only trims a little is not protected
+    mild = refine(probs, hu, (0.8, 0.8), CRFParams(gaussian_weight=1, bilateral_weight=1,
+                                                   srgb_bilateral=8, workers=1))
+    assert mild.protected == ()
+    with pytest.raises(ValueError, match="max_shrink"):
+        CRFParams(max_shrink=1.0)
