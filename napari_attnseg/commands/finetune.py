@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=25)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--patch-size", type=int, nargs="+", default=None, help="default: 128 128 (2D)")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-4,
+                        help="learning rate (default 1e-4; larger values can wreck a trained base)")
     parser.add_argument("--max-seconds", type=float, default=None, help="time budget in seconds")
     parser.add_argument("--freeze-encoder", action="store_true")
     parser.add_argument("--no-augment", action="store_true")

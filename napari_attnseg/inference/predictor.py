@@ -272,7 +272,7 @@ def _provenance(model: Any, config: PredictConfig, volume: Volume, intensity: In
         "model_version": getattr(spec, "version", None),
         "weights_sha256": getattr(model, "weights_sha256", ""),
         "model_folder": str(getattr(model, "folder", "")),
-        "label_names": list(getattr(spec, "label_names", ()) or ()),
+        "label_names": {str(k): v for k, v in (getattr(spec, "label_names", None) or {}).items()},
         "config": dataclasses.asdict(config),
         "intensity": intensity.as_dict(),
         "device": str(device),

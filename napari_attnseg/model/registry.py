@@ -39,9 +39,11 @@ DEFAULT_ROOT = Path("~/.napari-attnseg/models")
 SHIPPED_ROOT = Path(__file__).resolve().parents[1] / "models"
 ACTIVE_FILE = "active.json"
 _CONFIG = "config.json"
+#: The shipped model :meth:`ModelRegistry.default_model` prefers (when no modality matches).
+DEFAULT_MODEL_NAME = "ct-phantom-2d"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-__all__ = ["ENV_VAR", "ModelEntry", "ModelRegistry", "default_root"]
+__all__ = ["DEFAULT_MODEL_NAME", "ENV_VAR", "ModelEntry", "ModelRegistry", "default_root"]
 
 
 def default_root() -> Path:
@@ -171,15 +173,48 @@ class ModelRegistry:
         logger.warning("%s names version %s of '%s', which no longer exists", path, version, name)
         return None
 
-    def default_model(self) -> ModelEntry | None:
-        """The shipped default model (first shipped name, its latest shipped version) or ``None``."""
+    def _shipped_latest(self) -> list[ModelEntry]:
+        """The latest shipped version of every shipped name, by name."""
         if not self.shipped_root.is_dir():
-            return None
+            return []
+        out = []
         for base in sorted(p for p in self.shipped_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             dirs = self._version_dirs(base)
             if dirs:
-                return self._entry(max(dirs, key=lambda p: _version_key(p.name)), shipped=True)
-        return None
+                out.append(self._entry(max(dirs, key=lambda p: _version_key(p.name)), shipped=True))
+        return out
+
+    @staticmethod
+    def _modality(entry: ModelEntry) -> str:
+        """The ``modality`` of an entry's config.json ("" when absent or unreadable)."""
+        try:
+            config = json.loads((entry.path / _CONFIG).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            logger.warning("model folder %s has an unreadable %s: %s", entry.path, _CONFIG, exc)
+            return ""
+        value = config.get("modality") if isinstance(config, dict) else None
+        return str(value or "").strip()
+
+    def default_model(self, modality: str | None = None) -> ModelEntry | None:
+        """The shipped default model (its latest shipped version) or ``None`` if none is shipped.
+
+        With ``modality`` (e.g. ``"US"``, case-insensitive), the first shipped model whose
+        config.json names that modality (only the small config files are read); when none
+        matches, or without ``modality``: :data:`DEFAULT_MODEL_NAME` if shipped, else the first
+        shipped name alphabetically.
+        """
+        shipped = self._shipped_latest()
+        if not shipped:
+            return None
+        wanted = str(modality or "").strip().upper()
+        if wanted:
+            for e in shipped:
+                if self._modality(e).upper() == wanted:
+                    return e
+        for e in shipped:
+            if e.name == DEFAULT_MODEL_NAME:
+                return e
+        return shipped[0]
 
     def resolve(self, spec_str: str | Path) -> Path:
         """A model folder from ``"name"``, ``"name@version"`` or a folder path."""

@@ -11,7 +11,9 @@ explicit in the registry) and the new entry is still there for the user to choos
 
 Closing the generator (cancel) or an error saves nothing and changes nothing in the registry.
 A cooperative ``stop`` event (``is_set()``) ends training within one batch and *does* save the
-best weights seen so far (the GUI's Stop button).
+best weights seen so far (the GUI's Stop button); unless ``activate_on_stop=True`` such a stopped
+run is never activated, even when it beat the base. When no epoch beat the base within the budget
+the saved weights are the base's own (``FinetuneResult.unchanged``); they are never activated.
 """
 
 from __future__ import annotations
@@ -42,13 +44,21 @@ __all__ = ["FinetuneResult", "finetune", "finetune_job"]
 @dataclass(frozen=True)
 class FinetuneResult:
     """``entry``: the new registry version (None if nothing was saved); ``activated``: whether it
-    became the active version (it beat the base on the held-out slices)."""
+    became the active version (it beat the base on the held-out slices, and was not stopped when
+    ``activate_on_stop`` is False); ``unchanged``: no epoch improved on the base, so the saved
+    weights equal the base's ("no improvement within the budget")."""
 
     entry: Any
     before_dice: float
     after_dice: float
     activated: bool
     train_result: TrainResult
+    unchanged: bool = False
+
+    @property
+    def stopped(self) -> bool:
+        """The run was ended by the stop event (the GUI's Stop button)."""
+        return getattr(self.train_result, "stopped", "") == "stopped"
 
 
 def _snapshot_volume(v: Volume) -> Volume:
@@ -67,11 +77,14 @@ def _snapshot(pair: TrainingPair) -> TrainingPair:
 
 def finetune_job(base: Any, pairs: Sequence[TrainingPair], config: TrainConfig | None = None,
                  registry: Any = None, name: str | None = None, *, stop: Any = None,
-                 device: str | torch.device = "cpu") -> Job[FinetuneResult]:
+                 device: str | torch.device = "cpu",
+                 activate_on_stop: bool = False) -> Job[FinetuneResult]:
     """Fine-tune ``base`` (a :class:`~napari_attnseg.model.checkpoint.LoadedModel`) on ``pairs``.
 
-    ``registry`` defaults to ``ModelRegistry()``; ``name`` to the base model's name. Returns the
-    job (a generator); see the module docstring for what it saves and activates.
+    ``registry`` defaults to ``ModelRegistry()``; ``name`` to the base model's name.
+    ``activate_on_stop``: whether a run ended by ``stop`` may become active when it beat the
+    base (default False: Stop keeps the previous model active). Returns the job (a generator);
+    see the module docstring for what it saves and activates.
     """
     from ..model.registry import ModelRegistry
 
@@ -85,11 +98,13 @@ def finetune_job(base: Any, pairs: Sequence[TrainingPair], config: TrainConfig |
     if len(config.patch_size) != base.spec.arch.spatial_dims:
         raise ValueError(f"patch_size {config.patch_size} does not fit the {base.spec.arch.spatial_dims}D model "
                          f"{base.model_id}")
-    return _finetune(base, snap, train_pairs, val_pairs, config, registry, name, stop, device)
+    return _finetune(base, snap, train_pairs, val_pairs, config, registry, name, stop, device,
+                     bool(activate_on_stop))
 
 
 def _finetune(base: Any, pairs: list[TrainingPair], train_pairs: list[TrainingPair], val_pairs: list[TrainingPair],
-              config: TrainConfig, registry: Any, name: str, stop: Any, device: Any) -> Job[FinetuneResult]:
+              config: TrainConfig, registry: Any, name: str, stop: Any, device: Any,
+              activate_on_stop: bool = False) -> Job[FinetuneResult]:
     from ..model.attention_unet import AttentionUNet
 
     network = AttentionUNet(base.spec.arch)
@@ -99,7 +114,9 @@ def _finetune(base: Any, pairs: list[TrainingPair], train_pairs: list[TrainingPa
     network.load_state_dict(result.state_dict)
     network.to("cpu").eval()
     before, after = result.initial_val_dice, result.best_val_dice
-    better = after > before
+    unchanged = result.best_epoch == 0  # no epoch beat the base: the best weights are the base's
+    improved = after > before and not unchanged
+    better = improved and (activate_on_stop or result.stopped != "stopped")
     provenance = {
         "kind": "finetune",
         "base_model": base.model_id,
@@ -112,7 +129,8 @@ def _finetune(base: Any, pairs: list[TrainingPair], train_pairs: list[TrainingPa
         "val_dice_before": before,
         "val_dice_after": after,
         "best_epoch": result.best_epoch,
-        "improved": better,
+        "improved": improved,
+        "activated": better,
         "stopped": result.stopped,
         "seconds": result.seconds,
         "steps": result.steps,
@@ -133,8 +151,10 @@ def _finetune(base: Any, pairs: list[TrainingPair], train_pairs: list[TrainingPa
     if better:
         registry.set_active(name, entry.version)
     logger.info("fine-tuned %s -> %s (Dice %.4f -> %.4f, %s)", base.model_id, entry.ref, before, after,
-                "activated" if better else "not activated")
-    return FinetuneResult(entry=entry, before_dice=before, after_dice=after, activated=better, train_result=result)
+                "activated" if better else "no improvement within the budget, not activated" if unchanged
+                else "not activated")
+    return FinetuneResult(entry=entry, before_dice=before, after_dice=after, activated=better, train_result=result,
+                          unchanged=unchanged)
 
 
 def finetune(*args: Any, **kwargs: Any) -> FinetuneResult:

@@ -24,7 +24,10 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+import numpy as np
+from qtpy.QtWidgets import (
+    QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
+)
 
 from .._progress import Progress
 from ..errors import AttnsegError
@@ -58,6 +61,9 @@ class ProgressPanel(QWidget):
         self.bar.setValue(0)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # room for two lines: a wrapped message (device, threads...) is never cut off
+        self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing() + 4)
+        self.status.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.MinimumExpanding)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         row = QHBoxLayout()
@@ -206,6 +212,19 @@ class JobRunner:
             self.on_finished()
 
 
+def _same_geometry(layer: Any, key: str, value: Any) -> bool:
+    """Whether ``layer.<key>`` (scale / translate / affine) already equals ``value``."""
+    try:
+        current = layer.affine.affine_matrix if key == "affine" else getattr(layer, key)
+        if key == "affine" and hasattr(value, "affine_matrix"):
+            value = value.affine_matrix
+        cur = np.asarray(current, dtype=float)
+        new = np.asarray(value, dtype=float)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return cur.shape == new.shape and bool(np.allclose(cur, new, rtol=0.0, atol=1e-12))
+
+
 def upsert_layer(viewer: Any, data: Any, kwargs: dict, layer_type: str) -> Any:
     """Update the layer named ``kwargs['name']`` in place when it exists with the same type and
     shape (results re-run in place), else add a new one. Returns the layer."""
@@ -215,8 +234,8 @@ def upsert_layer(viewer: Any, data: Any, kwargs: dict, layer_type: str) -> Any:
             tuple(existing.data.shape) == tuple(data.shape):
         existing.data = data
         for key in ("scale", "translate", "affine"):
-            if key in kwargs:
-                setattr(existing, key, kwargs[key])
+            if key in kwargs and not _same_geometry(existing, key, kwargs[key]):
+                setattr(existing, key, kwargs[key])  # ~50 ms each in napari: only when changed
         for key, value in kwargs.get("metadata", {}).items():
             old = existing.metadata.get(key)
             if isinstance(old, dict) and isinstance(value, dict):

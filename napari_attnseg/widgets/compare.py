@@ -5,9 +5,12 @@ truth's grid (shape, spacing, origin, orientation) are refused, never scored sil
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._napari.layers import derived_layer_kwargs, layer_to_volume
+from .._napari.layers import META_KEY, derived_layer_kwargs, layer_to_volume
 from .._progress import Job, Progress
 from ..errors import GeometryError
 from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
@@ -44,6 +47,8 @@ class CompareConfig:
     surface: bool = True
     overlay_candidate: str | None = None
     slice_axis: int = 0
+    #: candidate name -> {label index: name} (from the layers' metadata; may be empty)
+    label_names: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,50 @@ def compare_job(cfg: CompareConfig) -> Job[CompareResult]:
     return CompareResult(report, per_slice, overlay, cfg)
 
 
+def _names_from(value: Any) -> dict[int, str]:
+    """``{index: name}`` from a dict (int or str keys) or a list of names; {} otherwise."""
+    out: dict[int, str] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            try:
+                out[int(k)] = str(v)
+            except (TypeError, ValueError):
+                continue
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        out = dict(enumerate(value))
+    return out
+
+
+def layer_label_names(layer: Any) -> dict[int, str]:
+    """Label names of a Labels layer: ``metadata["attnseg"]["label_names"]``, else the
+    provenance's ``label_names`` (sample data, predictions), else the ``label_names`` of the
+    model folder named in the provenance (its small config.json); ``{}`` when none is known."""
+    meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
+    if not isinstance(meta, dict):
+        return {}
+    prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+    for value in (meta.get("label_names"), prov.get("label_names")):
+        names = _names_from(value)
+        if names:
+            return names
+    folder = prov.get("model_folder")
+    if folder:
+        try:
+            config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+            return _names_from(config.get("label_names") if isinstance(config, dict) else None)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            logger.debug("no label names from %s: %s", folder, exc)
+    return {}
+
+
+def _label_text(label: Any, names: dict[int, str]) -> str:
+    try:
+        name = names.get(int(label))
+    except (TypeError, ValueError):
+        name = None
+    return f"{label} ({name})" if name else _fmt(label)
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if math.isfinite(v) else str(v)
@@ -86,6 +135,7 @@ class CompareWidget(QWidget):
         self.viewer = napari_viewer
         self.gt_combo = QComboBox()
         self.candidates_list = QListWidget()
+        self.candidates_list.setMaximumHeight(90)  # a few rows; it scrolls beyond
         self.tolerance_spin = QDoubleSpinBox()
         self.tolerance_spin.setRange(0.0, 100.0)
         self.tolerance_spin.setDecimals(2)
@@ -249,10 +299,14 @@ class CompareWidget(QWidget):
                     f"{vol.spacing} vs {gt_vol.spacing} mm, or a different origin/orientation): "
                     "not scored")
             cands.append((name, np.array(vol.data)))
+        gt_names = layer_label_names(gt_layer)
+        label_names = {name: {**layer_label_names(self.viewer.layers[name]), **gt_names}
+                       for name in names}
         return CompareConfig(
             gt_name=gt_name, gt=np.array(gt_vol.data), candidates=tuple(cands),
             spacing=gt_vol.spacing, tolerance_mm=float(self.tolerance_spin.value()),
             surface=self.surface_check.isChecked(), overlay_candidate=names[0],
+            label_names=label_names,
         )
 
     def make_runner(self) -> JobRunner | None:
@@ -264,6 +318,7 @@ class CompareWidget(QWidget):
             notify_error(exc, "Compare")
             return None
         self.message.setText("")
+        self._t0 = time.perf_counter()
         self.runner = JobRunner(lambda: compare_job(cfg), self.progress, on_result=self.show_result,
                                 context="Compare")
         return self.runner
@@ -280,21 +335,29 @@ class CompareWidget(QWidget):
     def show_result(self, result: CompareResult) -> None:
         self.result = result
         self.report = result.report
-        self._fill_table(result.report)
-        self._plot(result)
         cfg = result.config
+        self._fill_table(result.report, cfg.label_names)
+        self._plot(result)
+        n = len(cfg.candidates)
+        seconds = time.perf_counter() - getattr(self, "_t0", time.perf_counter())
+        self.progress.status.setText(
+            f"scored {n} candidate{'s' if n != 1 else ''} in {seconds:.2f} s")
         if result.overlay is not None and cfg.gt_name in self.viewer.layers:
             self._show_overlay(cfg.gt_name, result.overlay)
 
-    def _fill_table(self, report: Any) -> None:
+    def _fill_table(self, report: Any, label_names: dict[str, dict[int, str]] | None = None) -> None:
         cols = ["candidate", "label"] + [m for m in TABLE_METRICS if m in report.columns]
+        label_names = label_names or {}
         self.table.clear()
         self.table.setColumnCount(len(cols))
         self.table.setRowCount(len(report.rows))
         self.table.setHorizontalHeaderLabels(cols)
         for i, row in enumerate(report.rows):
             for j, c in enumerate(cols):
-                self.table.setItem(i, j, QTableWidgetItem(_fmt(row.get(c, ""))))
+                value = row.get(c, "")
+                text = _label_text(value, label_names.get(row.get("candidate"), {})) \
+                    if c == "label" else _fmt(value)
+                self.table.setItem(i, j, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()
 
     def _plot(self, result: CompareResult) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,13 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, Q
                             QLabel, QListWidget, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from .._napari.layers import META_KEY, derived_layer_kwargs, layer_to_volume
+from ._plot import PLOT_INTERVAL_S, LossPlot  # noqa: F401  (LossPlot re-exported)
 from ._review import ReviewTracker
 from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
 
 logger = logging.getLogger(__name__)
 
-PLOT_INTERVAL_S = 0.5  #: the live plot redraws at most this often
+DEFAULT_LR = 1e-4  #: fine-tuning learning rate (small: the base is already trained)
 
 
 @dataclass(frozen=True)
@@ -48,89 +48,6 @@ class TrainRequest:
     base_version: str
     image_name: str
     labels_name: str
-
-
-class LossPlot(QWidget):
-    """Training loss (blue line) and validation Dice (orange dots) against the step.
-
-    Kept cheap for the GUI thread: one axes, the curves blitted onto a cached background
-    (about 1 ms); the full redraw (about 50 ms) happens only when an axis limit doubles, and
-    updates are throttled to one per ``PLOT_INTERVAL_S``.
-    """
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(3.5, 2.0))
-        self.figure.subplots_adjust(left=0.12, right=0.97, bottom=0.14, top=0.95)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(140)  # docked among many rows it was squeezed to a line
-        self.ax = self.figure.add_subplot(111)
-        (self.loss_line,) = self.ax.plot([], [], color="tab:blue", lw=1, animated=True)
-        (self.dice_line,) = self.ax.plot([], [], "o", color="tab:orange", ms=3, animated=True)
-        self._background = None
-        self.canvas.mpl_connect("draw_event", self._on_draw)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.canvas)
-        lay.addWidget(QLabel("blue: training loss · orange: held-out Dice"))
-        self.clear()
-
-    def clear(self) -> None:
-        self.loss: list[tuple[float, float]] = []
-        self.dice: list[tuple[float, float]] = []
-        self._last_draw = 0.0
-        self.n_full_draws = 0
-        self.ax.set_xlim(0, 16)
-        self.ax.set_ylim(0, 1.0)
-        self.full_redraw()
-
-    def add(self, stage: str, info: dict) -> None:
-        """A train step adds a loss point, a validation a Dice point."""
-        step = float(info.get("step") or 0)
-        if stage == "train" and info.get("loss") is not None:
-            self.loss.append((step, float(info["loss"])))
-        elif stage == "validate" and info.get("val_dice") is not None:
-            self.dice.append((step, float(info["val_dice"])))
-        else:
-            return
-        if time.perf_counter() - self._last_draw >= PLOT_INTERVAL_S:
-            self.redraw()
-
-    def _on_draw(self, _event: Any = None) -> None:
-        self._background = self.canvas.copy_from_bbox(self.ax.bbox)
-        self._draw_lines()
-
-    def _draw_lines(self) -> None:
-        self.ax.draw_artist(self.loss_line)
-        self.ax.draw_artist(self.dice_line)
-
-    def full_redraw(self) -> None:
-        self.n_full_draws += 1
-        self.canvas.draw_idle()
-
-    def redraw(self) -> None:
-        for line, pts in ((self.loss_line, self.loss), (self.dice_line, self.dice)):
-            line.set_data([p[0] for p in pts], [p[1] for p in pts])
-        self._last_draw = time.perf_counter()
-        x_max = max([p[0] for p in self.loss + self.dice], default=0.0)
-        y_max = max([p[1] for p in self.loss], default=0.0)
-        x0, x1 = self.ax.get_xlim()
-        y0, y1 = self.ax.get_ylim()
-        if x_max > x1 or y_max > y1:
-            while x1 < x_max:
-                x1 *= 2
-            self.ax.set_xlim(0, x1)
-            self.ax.set_ylim(0, max(y1, 1.2 * y_max))
-            self.full_redraw()
-        elif self._background is not None:
-            self.canvas.restore_region(self._background)
-            self._draw_lines()
-            self.canvas.blit(self.ax.bbox)
-        else:
-            self.full_redraw()
 
 
 class FinetuneWidget(QWidget):
@@ -167,7 +84,8 @@ class FinetuneWidget(QWidget):
         self.lr_spin.setDecimals(5)
         self.lr_spin.setRange(1e-5, 1e-1)
         self.lr_spin.setSingleStep(1e-4)
-        self.lr_spin.setValue(1e-3)
+        # 1e-3 wrecked a well-trained shipped model within a few steps (Dice 0.95 -> 0.40)
+        self.lr_spin.setValue(DEFAULT_LR)
         self.freeze_check = QCheckBox("freeze encoder")
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(["fp32", "bf16"])
@@ -405,7 +323,7 @@ class FinetuneWidget(QWidget):
 
             base = load_model(req.base_path)
             return (yield from finetune_job(base, list(req.pairs), req.config, ModelRegistry(),
-                                            name=req.name, stop=stop))
+                                            name=req.name, stop=stop, activate_on_stop=False))
 
         self.runner = JobRunner(factory, self.progress, on_result=self.show_result,
                                 on_progress=self._on_progress, on_finished=self._on_finished,
@@ -432,6 +350,26 @@ class FinetuneWidget(QWidget):
     def _on_progress(self, p: Any) -> None:
         if p.info:
             self.plot.add(p.stage, p.info)
+            self._show_time_budget(p)
+
+    def _show_time_budget(self, p: Any) -> None:
+        """With a time budget the epoch count is only an internal cap ("epoch 1/1000"): show the
+        elapsed / budget seconds instead, and fill the bar by time."""
+        req = self.last_request
+        budget = getattr(req.config, "max_seconds", None) if req is not None else None
+        if not budget or self.budget_combo.currentText() != "seconds":
+            return
+        info = p.info
+        elapsed = float(info.get("seconds") or 0.0)
+        text = f"{elapsed:.0f} s / {budget:.0f} s"
+        if p.stage == "train" and info.get("loss") is not None:
+            text += f" · loss {float(info['loss']):.4f}"
+        elif p.stage == "validate" and info.get("val_dice") is not None:
+            text += f" · validation Dice {float(info['val_dice']):.4f}"
+            if info.get("best_val_dice") is not None:
+                text += f" (best {float(info['best_val_dice']):.4f})"
+        self.progress.status.setText(text)
+        self.progress.bar.setValue(int(min(100.0, 100.0 * elapsed / float(budget))))
 
     def _on_finished(self) -> None:
         self.train_button.setEnabled(True)
@@ -453,30 +391,26 @@ class FinetuneWidget(QWidget):
         return f"Cancelled, but {new[-1].ref} was already saved (not activated); {act}."
 
     def show_result(self, result: Any) -> None:
-        from ..model.registry import ModelRegistry
-
         self.last_result = result
-        req = self.last_request
         entry = result.entry
         if entry is None:
             self.result_label.setText("Training ended: nothing saved; the active model is unchanged.")
             return
+        self.progress.bar.setValue(100)
         stopped = getattr(result.train_result, "stopped", "") == "stopped"
+        # the job is run with activate_on_stop=False: Stop never changes the active model
         activated = bool(result.activated)
-        if stopped and activated and req is not None:
-            # Stop keeps the best checkpoint but never changes the active model
-            ModelRegistry().set_active(req.name, req.active_before or req.base_version)
-            activated = False
+        keep = f"the previous version stays active; you can still pick v{entry.version}."
         text = (f"{'Stopped: ' if stopped else ''}held-out Dice before {result.before_dice:.3f}"
                 f" → after {result.after_dice:.3f}; saved as {entry.ref}. ")
         if activated:
             text += f"{entry.ref} is now active."
+        elif getattr(result, "unchanged", False):
+            text += f"No improvement within the budget: {keep}"
         elif stopped:
-            text += (f"Training was stopped, so the previous version stays active; you can "
-                     f"still pick v{entry.version}.")
+            text += f"Training was stopped, so {keep}"
         else:
-            text += (f"New model worse: previous version stays active; you can still pick "
-                     f"v{entry.version}.")
+            text += f"New model worse: {keep}"
         self.result_label.setText(text)
         self.resegment_button.setEnabled(True)
 
@@ -524,8 +458,12 @@ class FinetuneWidget(QWidget):
         img = self.viewer.layers[name]
         prob_name = f"{name} [attnseg] probabilities"
         if prob_name in self.viewer.layers:
-            probs = np.asarray(self.viewer.layers[prob_name].data, dtype=np.float32)
-            if probs.ndim == img.data.ndim:  # two-class layers hold the foreground probability
+            from .refine import class_probabilities
+
+            layer = self.viewer.layers[prob_name]
+            probs = class_probabilities(layer, tuple(img.data.shape))  # every class, if kept
+            probs = np.asarray(layer.data if probs is None else probs, dtype=np.float32)
+            if probs.ndim == img.data.ndim:  # the layer holds the foreground probability
                 probs = np.stack([1.0 - probs, probs])
             self.show_uncertainty(name, entropy_map(probs))
             return None

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox,
+    QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QPushButton, QSpinBox,
     QVBoxLayout, QWidget,
 )
 
@@ -50,6 +50,23 @@ def labels_to_probabilities(labels: np.ndarray, confidence: float) -> np.ndarray
     probs = np.full((c,) + lab.shape, other, np.float32)
     np.put_along_axis(probs, lab[None], np.float32(confidence), axis=0)
     return probs
+
+
+def class_probabilities(layer: Any, spatial_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The full (C, *spatial) class probabilities the Segment widget keeps in
+    ``layer.metadata["attnseg"]["class_probabilities"]`` for a multi-class model (the layer
+    itself shows only the foreground), or ``None`` when absent or not on ``spatial_shape``."""
+    meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
+    arr = meta.get("class_probabilities") if isinstance(meta, dict) else None
+    if arr is None:
+        return None
+    arr = np.asarray(arr)
+    if arr.ndim != len(spatial_shape) + 1 or tuple(arr.shape[1:]) != tuple(spatial_shape) \
+            or tuple(np.shape(layer.data)) != tuple(spatial_shape):
+        logger.info("ignoring class probabilities of shape %s on '%s' (image %s)", arr.shape,
+                    getattr(layer, "name", "?"), spatial_shape)
+        return None
+    return arr
 
 
 def preview_job(cfg: RefineConfig) -> Job[tuple[Any, int]]:
@@ -94,9 +111,8 @@ class RefineWidget(QWidget):
         self.preview_button = QPushButton("Preview current slice")
         self.refine_button = QPushButton("Refine volume")
         self.autotune_button = QPushButton("Auto-tune")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
         self.progress = ProgressPanel()
+        self.status = self.progress.status  # one line for progress and results (not twice)
         self.runner: JobRunner | None = None
         self.last_result: Any = None
         self.last_autotune: Any = None
@@ -123,7 +139,7 @@ class RefineWidget(QWidget):
         lay.addLayout(form)
         lay.addLayout(row)
         lay.addWidget(self.progress)
-        lay.addWidget(self.status)
+        lay.addStretch(1)
 
         self.preview_button.clicked.connect(self.preview)
         self.refine_button.clicked.connect(self.refine_volume)
@@ -157,11 +173,17 @@ class RefineWidget(QWidget):
 
     @staticmethod
     def _fill(combo: QComboBox, names: list[str], prefer: str = "") -> None:
+        """Refill ``combo`` keeping its choice, except that a newly added layer whose name ends
+        with ``prefer`` (a new segmentation's probabilities) is selected."""
         current = combo.currentText()
+        before = {combo.itemText(i) for i in range(combo.count())}
         combo.blockSignals(True)
         combo.clear()
         combo.addItems(names)
-        if current in names:
+        new = [n for n in names if prefer and n.endswith(prefer) and n not in before]
+        if new:
+            combo.setCurrentText(new[-1])
+        elif current in names:
             combo.setCurrentText(current)
         elif prefer:
             for n in names:
@@ -229,7 +251,9 @@ class RefineWidget(QWidget):
                                  f"'{img_name}' has {image.shape}")
             probs = labels_to_probabilities(data, self.confidence_spin.value())
         else:
-            probs = data
+            probs = class_probabilities(src, image.shape)
+            if probs is None:
+                probs = data
         z = None
         if preview and image.ndim == 3:
             z = self._current_z(img_layer, image.shape[0])

@@ -4,9 +4,11 @@ preview the current slice or segment the whole volume off the GUI thread.
 Results (re-run in place, on the image's grid, with provenance in ``metadata["attnseg"]``):
 
 * Labels ``"<image> [attnseg]"`` (uint8/uint16 class indices);
-* Image ``"<image> [attnseg] probabilities"``: for a two-class model the foreground (class 1)
-  probability, shape (*spatial); for more classes every class, shape (C, *spatial) with a
-  leading channel axis (scale 1). The Refine (CRF) widget accepts both.
+* Image ``"<image> [attnseg] probabilities"``: the foreground probability, shape (*spatial)
+  (class 1 for a two-class model, 1 - p(background) for more classes, so no extra channel
+  slider appears). For more than two classes every class, shape (C, *spatial), is kept in
+  memory in ``layer.metadata["attnseg"]["class_probabilities"]`` (``None`` for two classes),
+  which the Refine (CRF) widget uses when present.
 
 A labels layer the user has edited (painted on, or ``metadata["attnseg"]["edited"]`` set by the
 fine-tune tools) is never overwritten: the new result goes to ``"<image> [attnseg] (new)"``.
@@ -64,6 +66,7 @@ class SegmentWidget(QWidget):
         self._last_preview_s: float | None = None
         self.runner: JobRunner | None = None
         self.last_prediction = None
+        self._model_picked = False  #: the user chose a model: no preselection by modality
 
         self.image_combo = QComboBox()
         self.model_combo = QComboBox()
@@ -107,6 +110,7 @@ class SegmentWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self.refresh_images)
         self.viewer.layers.events.removed.connect(self.refresh_images)
         self.model_combo.activated.connect(self._on_model_activated)
+        self.image_combo.currentIndexChanged.connect(self._preselect_model)
         for sig in (self.image_combo.currentIndexChanged, self.model_combo.currentIndexChanged,
                     self.device_combo.currentIndexChanged, self.tta_check.toggled,
                     self.overlap_spin.valueChanged):
@@ -128,6 +132,8 @@ class SegmentWidget(QWidget):
         if current in names:
             self.image_combo.setCurrentText(current)
         self.image_combo.blockSignals(False)
+        if self.image_combo.currentText() != current:
+            self._preselect_model()
         self.update_info()
 
     def refresh_models(self) -> None:
@@ -148,8 +154,28 @@ class SegmentWidget(QWidget):
         self.model_combo.addItem(BROWSE, None)
         self.model_combo.blockSignals(False)
 
+    def _preselect_model(self, *_: Any) -> None:
+        """Select the shipped model for the image's modality (``metadata["attnseg"]["modality"]``)
+        unless the user picked a model."""
+        from ..model.registry import ModelRegistry
+
+        name = self.image_combo.currentText()
+        if self._model_picked or not name or name not in self.viewer.layers:
+            return
+        meta = self.viewer.layers[name].metadata.get(META_KEY) or {}
+        modality = meta.get("modality") if isinstance(meta, dict) else None
+        if not modality:
+            return
+        entry = ModelRegistry().default_model(str(modality))
+        if entry is None:
+            return
+        idx = self.model_combo.findData(str(entry.path))
+        if idx >= 0 and idx != self.model_combo.currentIndex():
+            self.model_combo.setCurrentIndex(idx)
+
     def set_model_folder(self, folder: str | Path) -> None:
         """Add a model folder (from "Browse folder..." or a test) and select it."""
+        self._model_picked = True
         folder = Path(folder)
         idx = self.model_combo.findData(str(folder))
         if idx < 0:
@@ -160,6 +186,7 @@ class SegmentWidget(QWidget):
 
     def _on_model_activated(self, index: int) -> None:
         if self.model_combo.itemText(index) != BROWSE:
+            self._model_picked = True  # a choice by the user (activated = user interaction)
             return
         folder = QFileDialog.getExistingDirectory(self, "Choose a model folder")
         if folder:
@@ -323,22 +350,22 @@ class SegmentWidget(QWidget):
         source = self.viewer.layers[req.image_name]
         name = self._target_name(req.image_name)
         prob_name = f"{name} probabilities"
-        labels, probs = pred.labels, pred.probabilities
-        if probs.shape[0] == 2:
-            probs = probs[1]
+        labels, classes = pred.labels, np.asarray(pred.probabilities, dtype=np.float32)
+        probs = foreground_probability(classes)
+        classes = classes if classes.shape[0] > 2 else None
         shape = tuple(source.data.shape)
         if req.slice_index is not None and len(shape) == 3:
             self._last_preview_s = pred.seconds
             labels = self._into_volume(name, labels, req.slice_index, shape, labels.dtype)
-            probs = self._into_volume(prob_name, probs, req.slice_index,
-                                      shape if probs.ndim == 2 else (probs.shape[0],) + shape,
-                                      np.float32)
+            probs = self._into_volume(prob_name, probs, req.slice_index, shape, np.float32)
+            if classes is not None:
+                classes = self._classes_into_volume(prob_name, classes, req.slice_index, shape)
         kw = derived_layer_kwargs(source, name, provenance=pred.provenance)
         layer = upsert_layer(self.viewer, labels, self._unchanged_dropped(kw), "labels")
         self._watch_edits(layer)
         pkw = derived_layer_kwargs(source, prob_name, provenance=pred.provenance)
-        if probs.ndim == len(shape) + 1:
-            pkw = _with_channel_axis(pkw)
+        # None for two classes, so a stale array of an earlier multi-class run is dropped
+        pkw["metadata"][META_KEY]["class_probabilities"] = classes
         pkw.update(colormap="magma", contrast_limits=(0.0, 1.0), blending="additive",
                    visible=False)
         upsert_layer(self.viewer, probs, self._unchanged_dropped(pkw), "image")
@@ -386,6 +413,22 @@ class SegmentWidget(QWidget):
             full[:, index] = part
         return full
 
+    def _classes_into_volume(self, prob_name: str, part: np.ndarray, index: int,
+                             shape: tuple) -> np.ndarray:
+        """The (C, *shape) class probabilities with ``part`` (C, y, x) at slice ``index``,
+        keeping the other slices of an existing result."""
+        full_shape = (part.shape[0],) + tuple(shape)
+        full = None
+        if prob_name in self.viewer.layers:
+            meta = self.viewer.layers[prob_name].metadata.get(META_KEY) or {}
+            old = meta.get("class_probabilities")
+            if isinstance(old, np.ndarray) and old.shape == full_shape:
+                full = old.copy()
+        if full is None:
+            full = np.zeros(full_shape, np.float32)
+        full[:, index] = part
+        return full
+
     def _watch_edits(self, layer: Any) -> None:
         if getattr(layer, "_attnseg_watch", False):
             return
@@ -397,15 +440,10 @@ class SegmentWidget(QWidget):
         layer._attnseg_watch = True
 
 
-def _with_channel_axis(kwargs: dict) -> dict:
-    """Prepend a channel axis (scale 1, no offset) to layer kwargs made for the spatial grid."""
-    kw = dict(kwargs)
-    kw["scale"] = (1.0,) + tuple(kw["scale"])
-    kw["translate"] = (0.0,) + tuple(kw["translate"])
-    if "affine" in kw:
-        a = np.asarray(kw["affine"])
-        n = a.shape[0]
-        big = np.eye(n + 1)
-        big[1:, 1:] = a
-        kw["affine"] = big
-    return kw
+def foreground_probability(probabilities: np.ndarray) -> np.ndarray:
+    """(C, *spatial) class probabilities -> (*spatial) foreground probability: class 1 for two
+    classes, else 1 - p(background) (the probability of any structure)."""
+    p = np.asarray(probabilities, dtype=np.float32)
+    if p.shape[0] == 2:
+        return p[1]
+    return np.clip(1.0 - p[0], 0.0, 1.0).astype(np.float32)

@@ -112,3 +112,21 @@ def test_package_shipped_folder_is_optional():
     reg = ModelRegistry()
     default = reg.default_model()
     assert default is None or default.shipped
+
+
+def test_default_model_prefers_the_modality(tmp_path, net_spec):
+    from dataclasses import replace
+
+    net, spec = net_spec
+    shipped = tmp_path / "shipped"
+    save_model(shipped / "a-mr" / "1", net, replace(spec, modality="MR"))
+    save_model(shipped / "b-us" / "1", net, replace(spec, modality="US"))
+    save_model(shipped / "b-us" / "2", net, replace(spec, modality="US"))
+    save_model(shipped / "ct-phantom-2d" / "1", net, replace(spec, modality="CT"))
+    reg = ModelRegistry(tmp_path / "user", shipped_root=shipped)
+    assert reg.default_model().name == "ct-phantom-2d"  # the named default, not the first name
+    assert reg.default_model("us").path == shipped / "b-us" / "2"
+    assert reg.default_model("MR").name == "a-mr"
+    assert reg.default_model("PET").name == "ct-phantom-2d"  # no match: the default
+    assert reg.default_model("").name == "ct-phantom-2d"
+    assert ModelRegistry(tmp_path / "user", shipped_root=tmp_path / "none").default_model("US") is None

@@ -392,3 +392,38 @@ def test_3d_model_trains_on_patches_with_sliding_window_validation():
     res = train(AttentionUNet(arch3), spec3, pairs[:1], pairs[1:],
                 _cfg(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=(8, 8, 8)))
     assert res.steps == 2 and 0.0 <= res.best_val_dice <= 1.0 and len(res.history) == 2
+
+
+def _fake_train(monkeypatch, **changes):
+    import dataclasses
+
+    import napari_attnseg.training.finetune as ft
+
+    real = ft.train_job
+
+    def fake(*a, **k):
+        res = yield from real(*a, **k)
+        return dataclasses.replace(res, **{k2: (v(res) if callable(v) else v) for k2, v in changes.items()})
+
+    monkeypatch.setattr(ft, "train_job", fake)
+
+
+def test_a_stopped_run_is_not_activated_unless_asked(registry_with_base, monkeypatch):
+    reg, base = registry_with_base
+    _fake_train(monkeypatch, stopped="stopped", best_epoch=1,
+                best_val_dice=lambda r: r.initial_val_dice + 0.1)
+    res = drain(finetune_job(base, [_pair()], _cfg(epochs=1, steps_per_epoch=1), reg))
+    assert res.stopped and not res.activated and not res.unchanged
+    assert reg.active("tiny").version == "1" and res.entry.version == "2"
+    assert load_model(res.entry.path).spec.provenance["improved"] is True
+    res = drain(finetune_job(base, [_pair()], _cfg(epochs=1, steps_per_epoch=1), reg,
+                             activate_on_stop=True))
+    assert res.activated and reg.active("tiny").version == "3"
+
+
+def test_no_improvement_within_the_budget_is_flagged_and_not_activated(registry_with_base, monkeypatch):
+    reg, base = registry_with_base
+    _fake_train(monkeypatch, stopped="time_budget", best_epoch=0)
+    res = drain(finetune_job(base, [_pair()], _cfg(epochs=1, steps_per_epoch=1), reg))
+    assert res.unchanged and not res.activated
+    assert res.entry.version == "2" and reg.active("tiny").version == "1"

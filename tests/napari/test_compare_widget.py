@@ -124,3 +124,21 @@ def test_2d_layers(make_napari_viewer):
     assert w.report.value("hd", 1, "pred") == pytest.approx(0.6)
     assert w.result.per_slice == {}
     assert viewer.layers["mask" + ERRORS_SUFFIX].data.max() == 2
+
+
+def test_label_names_status_and_list_height(setup, tmp_path):
+    viewer, w, pred, gt, sp = setup
+    assert w.candidates_list.maximumHeight() <= 90
+    # names from the ground truth's provenance (sample data), else a model folder's config.json
+    viewer.layers["gt"].metadata["attnseg"] = {"provenance": {"label_names": {"1": "organ"}}}
+    (tmp_path / "config.json").write_text(json.dumps({"label_names": {"0": "bg", "1": "x",
+                                                                      "2": "lesion"}}))
+    viewer.layers["pred"].metadata["attnseg"] = {
+        "provenance": {"label_names": [0, 1, 2], "model_folder": str(tmp_path)}}
+    w.make_runner().run_sync()
+    labels = [(w.table.item(i, 0).text(), w.table.item(i, 1).text())
+              for i in range(w.table.rowCount())]
+    assert labels == [("pred", "1 (organ)"), ("pred", "2 (lesion)"),
+                      ("same", "1 (organ)"), ("same", "2")]
+    status = w.progress.status.text()
+    assert status.startswith("scored 2 candidates in ") and status.endswith(" s")

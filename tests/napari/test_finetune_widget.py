@@ -171,7 +171,8 @@ def test_finetune_thread_stop_keeps_previous_model(scene, qtbot):
 
     viewer, w, labels, gt = scene
     before = _ready_for_training(w, labels, gt)
-    w.train_overrides = dict(FAST, epochs=200, steps_per_epoch=5)
+    # no early stopping: the run must still be going when Stop is pressed
+    w.train_overrides = dict(FAST, epochs=200, steps_per_epoch=5, early_stopping_patience=10_000)
     gaps = []
     last = [time.perf_counter()]
 
@@ -244,3 +245,50 @@ def test_train_without_reviewed_slices_says_so(scene, monkeypatch):
                         lambda exc, ctx="": shown.append(str(exc)))
     assert w.make_runner() is None
     assert shown and "no slice of 'img corrected' is marked reviewed" in shown[0]
+
+
+def test_default_learning_rate_is_small(scene):
+    viewer, w, labels, gt = scene
+    assert w.lr_spin.value() == pytest.approx(1e-4)
+    assert w.train_config().lr == pytest.approx(1e-4)
+
+
+def test_time_budget_progress_shows_seconds_and_ends_full(scene):
+    pytest.importorskip("napari_attnseg.training.finetune")
+    viewer, w, labels, gt = scene
+    _ready_for_training(w, labels, gt)
+    w.budget_combo.setCurrentText("seconds")
+    w.train_overrides = dict(FAST, max_seconds=30.0)
+    runner = w.make_runner()
+    texts = []
+    original = runner.on_progress
+
+    def on_progress(p):
+        original(p)
+        texts.append(w.progress.status.text())
+
+    runner.on_progress = on_progress
+    runner.run_sync()
+    assert texts and all(" s / 30 s" in t and "epoch" not in t for t in texts)
+    assert any("loss" in t for t in texts) and any("validation Dice" in t for t in texts)
+    assert w.progress.bar.value() == 100
+
+
+def test_no_improvement_message(scene):
+    from types import SimpleNamespace
+
+    viewer, w, labels, gt = scene
+    result = SimpleNamespace(entry=SimpleNamespace(ref="tiny@2", version="2"), before_dice=0.9,
+                             after_dice=0.9, activated=False, unchanged=True,
+                             train_result=SimpleNamespace(stopped="time_budget"))
+    w.show_result(result)
+    text = w.result_label.text()
+    assert "No improvement within the budget" in text and "worse" not in text
+    assert "previous version stays active" in text and "v2" in text
+
+
+def test_loss_plot_import_still_works():
+    from napari_attnseg.widgets._plot import LossPlot
+    from napari_attnseg.widgets.finetune import LossPlot as Reexported
+
+    assert Reexported is LossPlot

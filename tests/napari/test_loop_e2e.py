@@ -124,7 +124,10 @@ def test_product_loop_end_to_end(make_napari_viewer, qtbot, scan_files, tiny_mod
     assert runner.error is None, runner.error
     labels = viewer.layers["ct [attnseg]"]
     probs = viewer.layers["ct [attnseg] probabilities"]
-    assert labels.data.shape == SHAPE and probs.data.shape == (3,) + SHAPE
+    # the layer shows the foreground probability (no channel slider); every class is kept in
+    # the metadata for the CRF
+    assert labels.data.shape == SHAPE and probs.data.shape == SHAPE
+    assert probs.metadata[META_KEY]["class_probabilities"].shape == (3,) + SHAPE
     np.testing.assert_array_equal(labels.data, pred.labels)
     _assert_same_grid(labels, image)
     _assert_same_grid(probs, image)
@@ -132,9 +135,9 @@ def test_product_loop_end_to_end(make_napari_viewer, qtbot, scan_files, tiny_mod
     assert prov["model_id"].startswith("tiny@1:") and prov["kind"] == "attnseg prediction"
 
     # 3. refine with the dense CRF (probabilities -> labels on the same grid)
-    # (the combo keeps the user's earlier choice, here the ground truth; pick the probabilities)
-    refine.source_combo.setCurrentText("ct [attnseg] probabilities")
+    # (the new segmentation's probabilities are preselected)
     assert refine.source_combo.currentText() == "ct [attnseg] probabilities"
+    assert refine.config().probabilities.shape == (3,) + SHAPE
     refine.image_combo.setCurrentText("ct")
     refine.iterations_spin.setValue(2)
     refine.refine_volume(sync=True)

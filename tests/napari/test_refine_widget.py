@@ -121,3 +121,22 @@ def test_real_thread_run_does_not_block(make_napari_viewer, qtbot):
     out = viewer.layers["scan" + SUFFIX]
     assert out.data.shape == viewer.layers["scan"].data.shape
     assert w.last_result.params.mode == "3d"
+
+
+def test_new_segmentation_probabilities_are_preselected_and_results_shown_once(
+        make_napari_viewer, qtbot):
+    viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
+    w.source_combo.setCurrentText("truth")  # the user's earlier choice
+    viewer.layers["truth"].name = "truth"  # a refresh keeps the choice
+    viewer.add_image(fg.astype(np.float32), name="other [attnseg] probabilities")
+    assert w.source_combo.currentText() == "other [attnseg] probabilities"
+    viewer.add_labels(gt, name="more")  # other insertions keep the choice
+    assert w.source_combo.currentText() == "other [attnseg] probabilities"
+    # one status line: progress and result messages share it
+    assert w.status is w.progress.status
+    w.source_combo.setCurrentText("scan [attnseg] probabilities")
+    w.mode_combo.setCurrentText("2d")
+    w.refine_volume(sync=True)
+    assert w.progress.status.text().startswith("CRF changed")
+    texts = [lbl.text() for lbl in w.findChildren(type(w.status)) if lbl.text()]
+    assert sum("CRF changed" in t for t in texts) == 1

@@ -43,7 +43,8 @@ def widget(make_napari_viewer, qtbot, tmp_path):
     return w
 
 
-def test_no_model_message(make_napari_viewer, qtbot):
+def test_no_model_message(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setattr("napari_attnseg.model.registry.SHIPPED_ROOT", tmp_path / "none")
     viewer = make_napari_viewer()
     _add_scan(viewer)
     w = SegmentWidget(viewer)
@@ -89,16 +90,74 @@ def test_run_sync_writes_layers_with_geometry_and_provenance(widget):
     assert len(viewer.layers) == 3
 
 
-def test_multiclass_probabilities_have_a_channel_axis(widget, tmp_path):
+def test_multiclass_probabilities_show_foreground_and_keep_every_class(widget, tmp_path):
+    from napari_attnseg.widgets.refine import RefineWidget
+
     widget.set_model_folder(_model_folder(tmp_path, classes=3, name="three"))
     pred = widget.make_runner().run_sync()
-    src = widget.viewer.layers["scan"]
-    prob = widget.viewer.layers["scan [attnseg] probabilities"]
-    assert prob.data.shape == (3, 6, 40, 48)
-    np.testing.assert_allclose(prob.data, pred.probabilities)
-    np.testing.assert_allclose(prob.scale, (1.0,) + tuple(src.scale))
-    # world position of a voxel matches the source's for every channel
-    np.testing.assert_allclose(prob.data_to_world((2, 1, 2, 3))[1:], src.data_to_world((1, 2, 3)))
+    viewer = widget.viewer
+    src = viewer.layers["scan"]
+    prob = viewer.layers["scan [attnseg] probabilities"]
+    # a 3D layer (no extra channel slider): the probability of any foreground class
+    assert prob.data.shape == (6, 40, 48) and viewer.dims.ndim == 3
+    np.testing.assert_allclose(prob.data, 1.0 - pred.probabilities[0], atol=1e-6)
+    np.testing.assert_allclose(prob.data, pred.probabilities[1:].sum(0), atol=1e-5)
+    np.testing.assert_allclose(prob.scale, src.scale)
+    full = prob.metadata["attnseg"]["class_probabilities"]
+    assert isinstance(full, np.ndarray) and full.shape == (3, 6, 40, 48)
+    np.testing.assert_allclose(full, pred.probabilities)
+    # the CRF widget refines from every class, not from the foreground
+    refine = RefineWidget(viewer)
+    refine.source_combo.setCurrentText("scan [attnseg] probabilities")
+    refine.image_combo.setCurrentText("scan")
+    np.testing.assert_allclose(refine.config().probabilities, pred.probabilities)
+    # a slice preview keeps the other slices of the full array
+    part = widget.make_runner(slice_index=2).run_sync()
+    full2 = viewer.layers["scan [attnseg] probabilities"].metadata["attnseg"]["class_probabilities"]
+    np.testing.assert_allclose(full2[:, 2], part.probabilities)
+    np.testing.assert_allclose(full2[:, 3], pred.probabilities[:, 3])
+    # a two-class run afterwards drops the stale array (the CRF falls back to the layer)
+    widget.set_model_folder(_model_folder(tmp_path, classes=2, name="two"))
+    pred2 = widget.make_runner().run_sync()
+    prob = viewer.layers["scan [attnseg] probabilities"]
+    assert prob.metadata["attnseg"]["class_probabilities"] is None
+    np.testing.assert_allclose(prob.data, pred2.probabilities[1])
+    np.testing.assert_allclose(refine.config().probabilities, pred2.probabilities[1])
+
+
+def test_model_follows_the_image_modality_until_the_user_picks(make_napari_viewer, qtbot,
+                                                               tmp_path, monkeypatch):
+    shipped = tmp_path / "shipped"
+    for name, modality in (("a-ct", "CT"), ("b-us", "US")):
+        folder = _model_folder(tmp_path, name=name)
+        cfg = (folder / "config.json")
+        import json
+
+        data = json.loads(cfg.read_text())
+        data["modality"] = modality
+        (shipped / name / "1").mkdir(parents=True)
+        (shipped / name / "1" / "config.json").write_text(json.dumps(data))
+        (shipped / name / "1" / "weights.pt").write_bytes((folder / "weights.pt").read_bytes())
+    monkeypatch.setattr("napari_attnseg.model.registry.SHIPPED_ROOT", shipped)
+    viewer = make_napari_viewer()
+    ct = _add_scan(viewer, name="ct")
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    assert w.model_combo.currentData() == str(shipped / "a-ct" / "1")
+    us = _add_scan(viewer, name="us")
+    us.metadata["attnseg"]["modality"] = "US"
+    w.image_combo.setCurrentText("us")
+    assert w.model_combo.currentData() == str(shipped / "b-us" / "1")
+    w.image_combo.setCurrentText("ct")
+    assert w.model_combo.currentData() == str(shipped / "a-ct" / "1")
+    # an explicit choice by the user is kept when the image changes
+    idx = w.model_combo.findData(str(shipped / "b-us" / "1"))
+    w.model_combo.setCurrentIndex(idx)
+    w.model_combo.activated.emit(idx)
+    w.image_combo.setCurrentText("us")
+    w.image_combo.setCurrentText("ct")
+    assert w.model_combo.currentData() == str(shipped / "b-us" / "1")
+    assert ct.metadata["attnseg"]["modality"] == "CT"
 
 
 def test_edited_labels_are_not_overwritten(widget):

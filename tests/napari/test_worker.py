@@ -80,3 +80,30 @@ def test_upsert_layer_updates_in_place(make_napari_viewer, same_shape):
     assert len(viewer.layers) == 1
     assert np.array_equal(layer.data, b)
     assert tuple(layer.scale) == (2, 1, 1)
+
+
+def test_upsert_layer_skips_unchanged_geometry(make_napari_viewer):
+    import numpy as np
+
+    from napari_attnseg.widgets._worker import upsert_layer
+
+    viewer = make_napari_viewer()
+    kw = {"name": "x [attnseg]", "scale": (2.0, 1.0, 1.0), "translate": (1.0, 0.0, 0.0),
+          "affine": np.eye(4)}
+    layer = upsert_layer(viewer, np.zeros((4, 8, 8), np.uint8), kw, "labels")
+    seen = []
+    for key in ("scale", "translate", "affine"):
+        getattr(layer.events, key).connect(lambda e, k=key: seen.append(k))
+    upsert_layer(viewer, np.ones((4, 8, 8), np.uint8), kw, "labels")
+    assert seen == []  # nothing re-set when unchanged
+    upsert_layer(viewer, np.ones((4, 8, 8), np.uint8), dict(kw, scale=(3.0, 1.0, 1.0)), "labels")
+    assert seen == ["scale"] and tuple(layer.scale) == (3.0, 1.0, 1.0)
+
+
+def test_progress_status_has_room_for_two_lines(qtbot):
+    from napari_attnseg.widgets._worker import ProgressPanel
+
+    panel = ProgressPanel()
+    qtbot.addWidget(panel)
+    assert panel.status.wordWrap()
+    assert panel.status.minimumHeight() >= 2 * panel.status.fontMetrics().lineSpacing()
