@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 FLAGS = {
     "sxy_gaussian_mm": float, "gaussian_weight": float, "sxy_bilateral_mm": float,
     "srgb_bilateral": float, "bilateral_weight": float, "iterations": int, "band_mm": float,
-    "uncertain": float, "workers": int,
+    "uncertain": float, "workers": int, "max_shrink": float,
 }
 
 
@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"CRF {name} (default: from the modality preset)")
     parser.add_argument("--mode", choices=["auto", "2d", "3d"], default=None,
                         help="2d per slice, 3d whole volume, auto (default)")
+    parser.add_argument("--no-protect", action="store_true",
+                        help="let the CRF erase a class (default: a class shrunk by more than "
+                             "--max-shrink keeps its input labels)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -81,9 +84,13 @@ def run(args: argparse.Namespace) -> int:
     changes = {k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}
     if args.mode is not None:
         changes["mode"] = args.mode
+    if args.no_protect:
+        changes["protect"] = False
     params = replace(params, **changes)
     res = run_with_progress(refine_job(probs, image.data, image.spacing, params),
                             desc="refine", quiet=args.quiet)
+    for warning in getattr(res, "warnings", ()):
+        logger.warning("%s", warning)
     out = image.with_data(res.labels, is_labels=True)
     prov = {"crf": {"params": res.params.to_dict(), "n_changed": res.n_changed,
                     "probabilities": str(args.probs), "image": str(args.image)}}
