@@ -1,0 +1,84 @@
+"""The shipped models: present, small, documented, loadable offline with weights_only=True, and
+the default model segments the bundled CT sample (sample_data/ct_phantom.nii.gz)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_attnseg.model.registry import SHIPPED_ROOT, ModelRegistry
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "sample_data"
+DEFAULT_NAME = "ct-phantom-2d"
+US_NAME = "hc18-ultrasound-2d"
+#: Measured on the shipped version 1 (see its model card), minus a margin for platform noise.
+#: Measured 2026-11-25: foreground 0.899, organ 0.878, lesion 0.785.
+MIN_FOREGROUND_DICE = 0.85
+MIN_ORGAN_DICE = 0.82
+MIN_LESION_DICE = 0.65
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.count_nonzero(a & b)
+    return 2.0 * inter / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def test_shipped_model_folders_are_complete_and_small():
+    reg = ModelRegistry(root=ROOT / "does-not-exist")  # no user models: only what ships
+    names = {e.name for e in reg.list_models()}
+    assert {DEFAULT_NAME, US_NAME} <= names
+    for entry in reg.list_models():
+        assert entry.shipped
+        files = {p.name for p in entry.path.iterdir()}
+        assert {"config.json", "weights.pt", "README.md"} <= files, entry.path
+        assert (entry.path / "weights.pt").stat().st_size < 4_000_000
+        card = (entry.path / "README.md").read_text(encoding="utf-8")
+        assert "Licence" in card and "will not work" in card.lower()
+        config = json.loads((entry.path / "config.json").read_text(encoding="utf-8"))
+        assert config["provenance"]["kind"] == "train"  # produced by `attnseg train`
+    us_card = (SHIPPED_ROOT / US_NAME / "1" / "README.md").read_text(encoding="utf-8")
+    assert "van den Heuvel" in us_card and "CC BY 4.0" in us_card
+
+
+def test_default_model_is_the_ct_phantom_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNSEG_MODELS", str(tmp_path))
+    entry = ModelRegistry().default_model()
+    assert entry is not None and entry.name == DEFAULT_NAME and entry.shipped
+
+
+def test_default_model_segments_the_sample_ct(tmp_path, monkeypatch):
+    import torch
+
+    from napari_attnseg.inference.predictor import PredictConfig, predict
+    from napari_attnseg.io import read_volume
+    from napari_attnseg.model import load_model
+
+    monkeypatch.setenv("ATTNSEG_MODELS", str(tmp_path))
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    model = load_model(ModelRegistry().default_model().path)
+    assert calls == [True]
+    assert model.spec.modality == "CT"
+    assert model.spec.label_names == {0: "background", 1: "organ", 2: "lesion"}
+    image = read_volume(SAMPLE / "ct_phantom.nii.gz")
+    gt = np.asarray(read_volume(SAMPLE / "ct_phantom_labels.nii.gz").data)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 48 small slices: one thread is as fast and immune to a loaded machine
+    try:
+        pred = predict(model, image, PredictConfig(device="cpu", overlap=0.25, batch_size=8))
+    finally:
+        torch.set_num_threads(threads)
+    assert pred.labels.shape == gt.shape
+    assert _dice(pred.labels > 0, gt > 0) >= MIN_FOREGROUND_DICE
+    assert _dice(pred.labels == 1, gt == 1) >= MIN_ORGAN_DICE
+    assert _dice(pred.labels == 2, gt == 2) >= MIN_LESION_DICE
