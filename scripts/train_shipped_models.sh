@@ -36,6 +36,8 @@ attnseg train "$WORK/hc18_x4_train" -o "$WORK/hc18-ultrasound-2d" --checkpoint-d
     --max-seconds 840 --val-fraction 0.1 --patience 0 --seed 0 --threads 1 -q
 
 # install into the package (config.json, weights.pt, README.md, history.csv, curves.png)
+# the HC18 model sees images at 1/4 resolution: record it so inference resizes (and back)
+python -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d[\"inplane_zoom\"]=0.25; json.dump(d, open(p, \"w\"), indent=2)" "$WORK/hc18-ultrasound-2d/config.json"
 for name in ct-phantom-2d hc18-ultrasound-2d; do
     mkdir -p "napari_attnseg/models/$name/1"
     cp "$WORK/$name"/{config.json,weights.pt,README.md,history.csv,curves.png} "napari_attnseg/models/$name/1/"

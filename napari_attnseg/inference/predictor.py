@@ -208,6 +208,9 @@ def _prepare(model: Any, volume: Volume, intensity: IntensityParams) -> _Prepare
     data = intensity.apply(volume.data)
     np.nan_to_num(data, copy=False, nan=(intensity.lo - intensity.shift) / intensity.scale)
     if model_dims(model) == 2:
+        zoomed = _inplane_shape(model, data.shape)
+        if zoomed != data.shape:  # the model works at another in-plane resolution
+            return _Prepared(_resize_inplane(data, zoomed)[None], None, data.shape, True, intensity)
         return _Prepared(data[None], None, data.shape, False, intensity)
     reo = canonical_reorientation(volume.direction)
     spacing = reoriented_spacing(volume.spacing, reo)
@@ -222,7 +225,28 @@ def _prepare(model: Any, volume: Volume, intensity: IntensityParams) -> _Prepare
     return _Prepared(data[None], reo, canonical_shape, resampled, intensity)
 
 
+def _inplane_shape(model: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape after the spec's ``inplane_zoom`` (last two axes) for 2D models."""
+    zoom = float(getattr(model.spec, "inplane_zoom", 1.0) or 1.0)
+    if zoom == 1.0:
+        return tuple(shape)
+    return tuple(shape[:-2]) + tuple(max(1, int(round(s * zoom))) for s in shape[-2:])
+
+
+def _resize_inplane(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Resize the last two axes (linear, anti-aliased when shrinking: as in training)."""
+    from skimage.transform import resize
+
+    out = resize(np.asarray(data, dtype=np.float32), shape, order=1,
+                 anti_aliasing=shape[-1] < data.shape[-1], preserve_range=True)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
 def _restore(probs: np.ndarray, prep: _Prepared) -> np.ndarray:
+    if prep.resampled and prep.reo is None:  # 2D model with an in-plane zoom
+        probs = resample(probs, prep.canonical_shape, order=1, channels_first=True)
+        return np.ascontiguousarray(probs / np.maximum(probs.sum(0, keepdims=True), 1e-12),
+                                    dtype=np.float32)
     if prep.resampled:
         probs = resample(probs, prep.canonical_shape, order=1, channels_first=True)
     if prep.reo is not None and not prep.reo.is_identity:
@@ -233,7 +257,7 @@ def _restore(probs: np.ndarray, prep: _Prepared) -> np.ndarray:
 def model_grid_shape(model: Any, volume: Volume) -> tuple[int, ...]:
     """Spatial shape the network will see (after reorientation and resampling)."""
     if model_dims(model) == 2:
-        return volume.shape
+        return _inplane_shape(model, volume.shape)
     reo = canonical_reorientation(volume.direction)
     shape = tuple(volume.shape[p] for p in reo.perm)
     spacing = reoriented_spacing(volume.spacing, reo)

@@ -65,6 +65,8 @@ class ModelSpec:
     the model was trained at (``None``: use the image's own spacing), ``patch_size`` the
     sliding-window patch (array axis order, multiples of the network's divisor).
     ``provenance`` records data source, training parameters, hashes and metrics.
+    ``inplane_zoom`` (2D models) is the factor each slice is resized by before the network
+    (0.25: the model was trained on images downsampled x4); outputs are resized back.
     """
 
     arch: UNetConfig
@@ -77,6 +79,7 @@ class ModelSpec:
     version: str = "1"
     parent: str | None = None
     provenance: dict = field(default_factory=dict)
+    inplane_zoom: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, UNetConfig):
@@ -110,6 +113,13 @@ class ModelSpec:
                     f"target_spacing must be {dims} positive numbers (mm, array axis order), got {self.target_spacing!r}"
                 )
             object.__setattr__(self, "target_spacing", spacing)
+        try:
+            zoom = float(self.inplane_zoom)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"inplane_zoom must be a number, got {self.inplane_zoom!r}") from exc
+        if not 0 < zoom <= 8:
+            raise ValueError(f"inplane_zoom must be in (0, 8], got {zoom}")
+        object.__setattr__(self, "inplane_zoom", zoom)
         for name in ("normalization", "provenance"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
@@ -139,6 +149,7 @@ class ModelSpec:
             "version": self.version,
             "parent": self.parent,
             "provenance": self.provenance,
+            "inplane_zoom": self.inplane_zoom,
         }
 
     @classmethod
