@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, mps")
     parser.add_argument("--precision", default="fp32",
                         help="fp32 (default), amp (float16 on CUDA) or bf16")
+    parser.add_argument("--window", default="auto", choices=["auto", "slice", "patch"],
+                        help="2D models: whole slice per window (slice, fastest), the training "
+                             "patch with blended overlap (patch), or auto (default: slice)")
     parser.add_argument("--modality", default=None,
                         help="intensity preset CT, MR or US (default: from the model / scan)")
     parser.add_argument("--probabilities", default=None, metavar="OUT_PROBS",
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     config = PredictConfig(overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
-                           device=args.device, precision=args.precision, modality=args.modality)
+                           device=args.device, precision=args.precision, modality=args.modality,
+                           window=args.window)
     folder = resolve_model_folder(args.model)
     device = select_device(config.device)
     model = load_model(folder, device="cpu")

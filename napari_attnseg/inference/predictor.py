@@ -64,8 +64,13 @@ class PredictConfig:
     device: str = "auto"
     precision: str = "fp32"
     modality: str | None = None  #: intensity preset override: "CT", "MR", "US" (None: auto)
+    #: "slice": 2D models see each whole slice in one window (fully convolutional; fewer, larger
+    #: windows: ~3x faster on CPU); "patch": windows of the model's training patch size;
+    #: "auto": "slice" for 2D models when a slice has at most MAX_SLICE_WINDOW pixels.
+    window: str = "auto"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "window", choose(self.window, WINDOWS, "window"))
         if not 0.0 <= float(self.overlap) < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         object.__setattr__(self, "overlap", float(self.overlap))
@@ -126,6 +131,24 @@ def model_classes(model: Any) -> int:
 
 def model_divisor(model: Any) -> int:
     return int(getattr(model.network, "divisor", 1) or 1)
+
+
+WINDOWS = ("auto", "slice", "patch")
+#: Largest slice (pixels) that "auto" runs as one window (memory of one 2D forward stays small).
+MAX_SLICE_WINDOW = 1024 * 1024
+
+
+def window_patch(model: Any, grid_shape: tuple[int, ...], config: PredictConfig) -> tuple[int, ...]:
+    """The window a run uses: the model's patch, or for 2D models in "slice"/"auto" mode the
+    whole in-plane grid rounded up to the network's divisor."""
+    patch = model_patch(model)
+    if model_dims(model) != 2 or config.window == "patch":
+        return patch
+    plane = tuple(int(s) for s in grid_shape[-2:])
+    if config.window == "auto" and plane[0] * plane[1] > MAX_SLICE_WINDOW:
+        return patch
+    div = model_divisor(model)
+    return tuple(-(-s // div) * div for s in plane)
 
 
 def model_patch(model: Any) -> tuple[int, ...]:
@@ -278,7 +301,8 @@ def plan_prediction(model: Any, volume: Volume | np.ndarray, config: PredictConf
     if device.type == "cuda":
         free = int(torch.cuda.mem_get_info(device)[0])
     return plan_memory(
-        model_grid_shape(model, volume), model_patch(model), config.overlap,
+        model_grid_shape(model, volume), window_patch(model, model_grid_shape(model, volume), config),
+        config.overlap,
         model_classes(model), config.batch_size, one_patch_seconds,
         in_channels=model_in_channels(model), divisor=model_divisor(model), tta=config.tta,
         device_type=device.type, device_free_bytes=free,
@@ -339,7 +363,8 @@ def _windows_with_oom_retry(net: torch.nn.Module, prep: _Prepared, model: Any,
     while True:
         try:
             return (yield from sliding_window_job(
-                predict_fn, prep.image, model_patch(model), overlap=config.overlap,
+                predict_fn, prep.image, window_patch(model, prep.image.shape[1:], config),
+                overlap=config.overlap,
                 batch_size=batch, gaussian=True, num_classes=model_classes(model),
                 accumulate_device=acc_device, accumulator_dtype=acc_dtype, device=device,
                 divisor=model_divisor(model), tta=config.tta,
@@ -442,5 +467,6 @@ def predict_slice(model: Any, volume: Volume | np.ndarray, index: int,
 
 def count_model_windows(model: Any, volume: Volume, config: PredictConfig) -> int:
     """Number of forward passes a whole-volume run needs (without TTA)."""
-    return count_windows(model_grid_shape(model, volume), model_patch(model), config.overlap,
+    grid = model_grid_shape(model, volume)
+    return count_windows(grid, window_patch(model, grid, config), config.overlap,
                          model_divisor(model))

@@ -81,6 +81,11 @@ class SegmentWidget(QWidget):
         self.device_combo.addItems(["auto", "cpu", "cuda"])
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(["fp32", "amp", "bf16"])
+        self.window_combo = QComboBox()
+        self.window_combo.addItems(["auto", "slice", "patch"])
+        self.window_combo.setToolTip(
+            "2D models: 'slice' runs each whole slice as one window (fastest); 'patch' uses the "
+            "model's training patch with Gaussian-blended overlap; 'auto' = slice unless huge")
         self.info_label = QLabel("")
         self.info_label.setWordWrap(True)
         self.preview_button = QPushButton("Preview slice")
@@ -95,6 +100,7 @@ class SegmentWidget(QWidget):
         form.addRow("", self.tta_check)
         form.addRow("device", self.device_combo)
         form.addRow("precision", self.precision_combo)
+        form.addRow("window", self.window_combo)
         buttons = QHBoxLayout()
         buttons.addWidget(self.preview_button)
         buttons.addWidget(self.run_button)
@@ -113,7 +119,7 @@ class SegmentWidget(QWidget):
         self.image_combo.currentIndexChanged.connect(self._preselect_model)
         for sig in (self.image_combo.currentIndexChanged, self.model_combo.currentIndexChanged,
                     self.device_combo.currentIndexChanged, self.tta_check.toggled,
-                    self.overlap_spin.valueChanged):
+                    self.overlap_spin.valueChanged, self.window_combo.currentIndexChanged):
             sig.connect(self.update_info)
         self.preview_button.clicked.connect(self.preview_slice)
         self.run_button.clicked.connect(self.segment_volume)
@@ -218,6 +224,7 @@ class SegmentWidget(QWidget):
             overlap=self.overlap_spin.value(), tta=self.tta_check.isChecked(),
             device=self.device_combo.currentText(), precision=self.precision_combo.currentText(),
             modality=None if preset == "auto" else preset,
+            window=self.window_combo.currentText(),
         )
 
     def image_layer(self) -> Any:

@@ -131,7 +131,7 @@ def test_resample_exact_shape():
 def test_2d_model_on_volume_odd_shape_round_trip(tmp_path):
     model = tiny_model(tmp_path)
     vol = _volume((3, 37, 45))
-    res = predict(model, vol, PredictConfig(overlap=0.25, batch_size=2))
+    res = predict(model, vol, PredictConfig(overlap=0.25, batch_size=2, window="patch"))
     assert res.probabilities.shape == (2, 3, 37, 45) and res.probabilities.dtype == np.float32
     assert res.labels.shape == (3, 37, 45) and res.labels.dtype == np.uint8
     np.testing.assert_allclose(res.probabilities.sum(0), 1, atol=1e-5)
@@ -305,3 +305,23 @@ def test_preset_override_and_model_normalization(tmp_path):
     p = intensity_params(vol.data, "MR")
     q = intensity_params(vol.data * 3, "MR", p.as_dict())
     assert (q.lo, q.hi, q.shift, q.scale) == pytest.approx((p.lo, p.hi, p.shift, p.scale))
+
+
+def test_window_modes_for_2d_models():
+    """'slice' runs each whole slice (rounded up to the divisor) as one window; 'patch' keeps
+    the training patch; 'auto' is 'slice' unless a slice is huge; bad names are refused."""
+    from types import SimpleNamespace
+
+    from napari_attnseg.inference.predictor import MAX_SLICE_WINDOW, window_patch
+
+    model = SimpleNamespace(
+        spec=SimpleNamespace(patch_size=(32, 32)),
+        network=SimpleNamespace(divisor=16, config=SimpleNamespace(spatial_dims=2)),
+    )
+    assert window_patch(model, (5, 37, 45), PredictConfig(window="slice")) == (48, 48)
+    assert window_patch(model, (5, 37, 45), PredictConfig(window="auto")) == (48, 48)
+    assert window_patch(model, (5, 37, 45), PredictConfig(window="patch")) == (32, 32)
+    huge = (1, 2048, MAX_SLICE_WINDOW // 2048 + 16)
+    assert window_patch(model, huge, PredictConfig(window="auto")) == (32, 32)
+    with pytest.raises(ValueError, match="window"):
+        PredictConfig(window="tiles")

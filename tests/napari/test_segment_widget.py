@@ -56,6 +56,9 @@ def test_no_model_message(make_napari_viewer, qtbot, tmp_path, monkeypatch):
 def test_info_shows_windows_and_cpu_before_running(widget, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     widget.update_info()
+    # default "auto" window for a 2D model: one whole-slice window per slice
+    assert "6 windows" in widget.info_label.text()
+    widget.window_combo.setCurrentText("patch")
     text = widget.info_label.text()
     # 6 slices x 2 x 2 windows (40x48 with 32x32 patches, overlap 0.5)
     assert "24 windows" in text and "Running on CPU: slower" in text and "CPU" in text
