@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the registry's default model)")
     parser.add_argument("--overlap", type=float, default=0.5,
                         help="sliding-window overlap in [0, 1) (default 0.5)")
-    parser.add_argument("--batch-size", type=int, default=4, help="windows per batch (default 4)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="windows per batch (default: 1 on the CPU, 4 on a GPU)")
     parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation")
     parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, mps")
     parser.add_argument("--precision", default="fp32",

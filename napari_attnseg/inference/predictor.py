@@ -59,7 +59,9 @@ class PredictConfig:
     """User-facing inference options (frozen: snapshot them on the GUI thread)."""
 
     overlap: float = 0.5
-    batch_size: int = 4
+    #: windows per forward pass; None = 1 on the CPU (batching gains nothing there and adds
+    #: stitching overhead) and 4 on GPUs.
+    batch_size: int | None = None
     tta: bool = False
     device: str = "auto"
     precision: str = "fp32"
@@ -74,10 +76,11 @@ class PredictConfig:
         if not 0.0 <= float(self.overlap) < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         object.__setattr__(self, "overlap", float(self.overlap))
-        if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size \
-                or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
-        object.__setattr__(self, "batch_size", int(self.batch_size))
+        if self.batch_size is not None:
+            if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size \
+                    or self.batch_size < 1:
+                raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
+            object.__setattr__(self, "batch_size", int(self.batch_size))
         dev = str(self.device)
         base, sep, idx = dev.partition(":")
         object.__setattr__(self, "device", choose(base, DEVICES, "device") + sep + idx)
@@ -86,6 +89,12 @@ class PredictConfig:
             object.__setattr__(self, "modality", None)
         elif self.modality is not None:
             object.__setattr__(self, "modality", choose(self.modality, PRESETS, "modality preset"))
+
+    def batch_for(self, device: torch.device) -> int:
+        """The batch size used on ``device`` (``batch_size``, or the device's default)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 1 if device.type == "cpu" else 4
 
 
 @dataclass(frozen=True)
@@ -303,7 +312,7 @@ def plan_prediction(model: Any, volume: Volume | np.ndarray, config: PredictConf
     return plan_memory(
         model_grid_shape(model, volume), window_patch(model, model_grid_shape(model, volume), config),
         config.overlap,
-        model_classes(model), config.batch_size, one_patch_seconds,
+        model_classes(model), config.batch_for(device), one_patch_seconds,
         in_channels=model_in_channels(model), divisor=model_divisor(model), tta=config.tta,
         device_type=device.type, device_free_bytes=free,
     )
@@ -357,7 +366,7 @@ def _windows_with_oom_retry(net: torch.nn.Module, prep: _Prepared, model: Any,
             out = out[0]
         return out
 
-    batch = config.batch_size
+    batch = config.batch_for(device)
     acc_device = torch.device("cpu") if plan.accumulate_on_cpu else device
     acc_dtype = torch.float16 if plan.fp16_accumulator else torch.float32
     while True:

@@ -325,3 +325,15 @@ def test_window_modes_for_2d_models():
     assert window_patch(model, huge, PredictConfig(window="auto")) == (32, 32)
     with pytest.raises(ValueError, match="window"):
         PredictConfig(window="tiles")
+
+
+def test_default_batch_size_follows_the_device():
+    """Batching gains nothing on the CPU and adds stitching overhead: 1 there, 4 on GPUs; an
+    explicit batch size always wins."""
+    import torch
+
+    assert PredictConfig().batch_for(torch.device("cpu")) == 1
+    assert PredictConfig().batch_for(torch.device("cuda")) == 4
+    assert PredictConfig(batch_size=3).batch_for(torch.device("cpu")) == 3
+    with pytest.raises(ValueError, match="batch_size"):
+        PredictConfig(batch_size=0)
