@@ -238,6 +238,21 @@ def _position_features(shape: Sequence[int], sdims: Sequence[float], extra: int 
     return feats.reshape(nd + extra, -1)
 
 
+def _add_pairwise(crf: Any, shape: Sequence[int], norm_image: np.ndarray,
+                  sd_gauss: Sequence[float], sd_bilat: Sequence[float], params: CRFParams,
+                  offset: Sequence[int] | None = None) -> None:
+    """Add the smoothness (Gaussian) and appearance (bilateral) kernels to ``crf``; bandwidths
+    ``sd_*`` are in voxels per axis (mm / spacing). Used by every CRF run, 2D or 3D."""
+    if params.gaussian_weight > 0:
+        crf.addPairwiseEnergy(_position_features(shape, sd_gauss, offset=offset),
+                              compat=float(params.gaussian_weight))
+    if params.bilateral_weight > 0:
+        feats = _position_features(shape, sd_bilat, extra=1, offset=offset)
+        feats[-1] = norm_image.reshape(-1)
+        feats[-1] /= np.float32(params.srgb_bilateral)
+        crf.addPairwiseEnergy(feats, compat=float(params.bilateral_weight))
+
+
 def _crf_block(probs: np.ndarray, norm_image: np.ndarray, sd_gauss: Sequence[float],
                sd_bilat: Sequence[float], params: CRFParams,
                offset: Sequence[int] | None = None) -> np.ndarray:
@@ -251,15 +266,7 @@ def _crf_block(probs: np.ndarray, norm_image: np.ndarray, sd_gauss: Sequence[flo
     unary = _unary(probs)
     crf.setUnaryEnergy(unary)
     del unary
-    if params.gaussian_weight > 0:
-        crf.addPairwiseEnergy(_position_features(shape, sd_gauss, offset=offset),
-                              compat=float(params.gaussian_weight))
-    if params.bilateral_weight > 0:
-        feats = _position_features(shape, sd_bilat, extra=1, offset=offset)
-        feats[-1] = norm_image.reshape(-1)
-        feats[-1] /= np.float32(params.srgb_bilateral)
-        crf.addPairwiseEnergy(feats, compat=float(params.bilateral_weight))
-        del feats
+    _add_pairwise(crf, shape, norm_image, sd_gauss, sd_bilat, params, offset)
     q = np.array(crf.inference(params.iterations), dtype=np.float32)
     return q.reshape((c,) + tuple(shape))
 
@@ -529,17 +536,8 @@ def _run_3d(holder: list, norm: np.ndarray, sp: tuple, params: CRFParams,
     del probs
     crf.setUnaryEnergy(unary)
     del unary
-    sd_g = [params.sxy_gaussian_mm / s for s in sp]
-    sd_b = [params.sxy_bilateral_mm / s for s in sp]
-    if params.gaussian_weight > 0:
-        crf.addPairwiseEnergy(_position_features(shape, sd_g, offset=offset),
-                              compat=float(params.gaussian_weight))
-    if params.bilateral_weight > 0:
-        feats = _position_features(shape, sd_b, extra=1, offset=offset)
-        feats[-1] = norm.reshape(-1)
-        feats[-1] /= np.float32(params.srgb_bilateral)
-        crf.addPairwiseEnergy(feats, compat=float(params.bilateral_weight))
-        del feats
+    _add_pairwise(crf, shape, norm, [params.sxy_gaussian_mm / s for s in sp],
+                  [params.sxy_bilateral_mm / s for s in sp], params, offset)
     q, tmp1, tmp2 = crf.startInference()
     for it in range(params.iterations):
         yield Progress(it + 1, total, "crf 3d",
