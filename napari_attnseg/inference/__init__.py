@@ -13,6 +13,7 @@ from .predictor import (
     predict,
     predict_job,
     predict_slice,
+    warm_up,
 )
 from .sliding_window import gaussian_importance, labels_from_probabilities, sliding_window_job
 
@@ -31,4 +32,5 @@ __all__ = [
     "predict_slice",
     "select_device",
     "sliding_window_job",
+    "warm_up",
 ]

@@ -17,12 +17,15 @@ torch and the inference package are imported only when a model is used.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,13 +40,14 @@ from qtpy.QtWidgets import (
 )
 
 from .._napari.layers import META_KEY, derived_layer_kwargs, layer_to_volume
-from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
+from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer, warm_layer_machinery
 
 logger = logging.getLogger(__name__)
 
 BROWSE = "Browse folder..."
 NO_MODEL_TEXT = "no model installed: train one with `attnseg train` or pick a folder"
 PREVIEW_SYNC_S = 0.1  #: previews faster than this run on the GUI thread
+LAYER_GAP_MS = 40  #: pause between adding two new result layers (the viewer redraws meanwhile)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self._models: dict[str, Any] = {}
         self._intensity: dict[tuple, Any] = {}
+        self._warm_key: tuple | None = None  #: what the model was last warmed up for
+        self._warm_worker: Any = None
+        self._warm_pending: tuple | None = None
+        self._pending_layers = 0  #: result layers scheduled for the next event-loop turn
         self._last_preview_s: float | None = None
         self.runner: JobRunner | None = None
         self.last_prediction = None
@@ -262,6 +270,8 @@ class SegmentWidget(QWidget):
         if plan.decision == "refuse":
             text = f"cannot run: {plan.message}"
         self.info_label.setText(text)
+        if plan.decision != "refuse":
+            self._warm_up(folder, cfg)
 
     # ------------------------------------------------------------------ running
     def snapshot(self, slice_index: int | None = None) -> SegmentRequest:
@@ -300,25 +310,107 @@ class SegmentWidget(QWidget):
         except Exception as exc:
             notify_error(exc, "Segment")
             return None
+        merged: dict[str, Any] = {}
         if slice_index is None:
             factory = lambda: predict_job(model, req.volume, req.config)  # noqa: E731
         else:
             intensity = self._intensity_for(model, req)
+            base = self._preview_base(req)  # references only (GUI thread)
 
             def factory():
                 from .._progress import Progress
 
+                t0 = time.perf_counter()
                 yield Progress(0, 1, "preview", f"slice {slice_index}")
-                return predict_slice(model, req.volume, slice_index, req.config,
+                pred = predict_slice(model, req.volume, slice_index, req.config,
                                      intensity=intensity)
+                if base is not None:  # the full-size copies, off the GUI thread
+                    merged["arrays"] = base.merge(pred, slice_index)
+                merged["seconds"] = time.perf_counter() - t0
+                return pred
         self.runner = JobRunner(factory, self.progress, context="Segment",
-                                on_result=lambda pred: self.show_result(req, pred))
+                                on_result=lambda pred: self.show_result(req, pred, merged))
         return self.runner
+
+    def _preview_base(self, req: SegmentRequest) -> _PreviewBase | None:
+        """What a slice preview is merged into: the current result arrays (references, read
+        on the GUI thread; the merge copies them in the worker, so nothing shared is written)."""
+        shape = tuple(req.volume.shape)
+        if len(shape) != 3:
+            return None
+        name = self._target_name(req.image_name)
+        prob_name = f"{name} probabilities"
+
+        def current(layer_name: str) -> np.ndarray | None:
+            if layer_name not in self.viewer.layers:
+                return None
+            data = self.viewer.layers[layer_name].data
+            return data if isinstance(data, np.ndarray) and data.shape == shape else None
+
+        classes = None
+        if prob_name in self.viewer.layers:
+            meta = self.viewer.layers[prob_name].metadata.get(META_KEY) or {}
+            classes = meta.get("class_probabilities")
+        return _PreviewBase(name, shape, current(name), current(prob_name),
+                            classes if isinstance(classes, np.ndarray) else None)
+
+    @staticmethod
+    def _intensity_key(image_name: str, volume: Any, folder: Path, config: Any) -> tuple:
+        return (image_name, id(volume.data), str(folder), config.modality)
+
+    def _warm_up(self, folder: Path, cfg: Any) -> None:
+        """Warm the model up for this image in a background thread (one discarded preview at
+        the image's slice shape, and the intensity statistics), so the first real preview runs
+        at the steady-state speed. At most one warm-up runs; the latest request waits for it."""
+        try:
+            volume = layer_to_volume(self.image_layer())
+            index = self.current_slice_index()
+        except Exception as exc:  # nothing to warm up for; the buttons report problems
+            logger.debug("no warm-up: %s", exc)
+            return
+        image_name = self.image_combo.currentText()
+        key = self._intensity_key(image_name, volume, folder, cfg) + (
+            cfg.device, cfg.precision, cfg.window, cfg.tta)
+        if key == self._warm_key or key == self._warm_pending:
+            return
+        if self._warm_worker is not None:
+            self._warm_pending = key
+            self._warm_args = (folder, cfg)
+            return
+        from napari.qt.threading import create_worker
+
+        from ..inference.predictor import warm_up
+
+        model = self._load(folder)
+        self._warm_key = key
+
+        def job() -> Any:
+            intensity = warm_up(model, volume, cfg, index=index)
+            warm_layer_machinery()  # napari's first-layer imports, off the GUI thread too
+            return intensity
+
+        worker = create_worker(job, _start_thread=False)
+
+        def done(intensity: Any) -> None:
+            self._intensity = {key[:4]: intensity}
+
+        def finished() -> None:
+            self._warm_worker = None
+            pending, self._warm_pending = self._warm_pending, None
+            if pending is not None and pending != self._warm_key:
+                self._warm_up(*self._warm_args)
+
+        worker.returned.connect(done)
+        # a failed warm-up is harmless: the real run reports the problem properly
+        worker.errored.connect(lambda exc: logger.debug("warm-up failed: %s", exc))
+        worker.finished.connect(finished)
+        self._warm_worker = worker
+        worker.start()
 
     def _intensity_for(self, model: Any, req: SegmentRequest) -> Any:
         from ..inference.predictor import intensity_for
 
-        key = (req.image_name, id(req.volume.data), str(req.model_folder), req.config.modality)
+        key = self._intensity_key(req.image_name, req.volume, req.model_folder, req.config)
         if key not in self._intensity:
             self._intensity = {key: intensity_for(model, req.volume, req.config)}
         return self._intensity[key]
@@ -350,23 +442,28 @@ class SegmentWidget(QWidget):
                 return f"{name} (new)"
         return name
 
-    def show_result(self, req: SegmentRequest, pred: Any) -> None:
-        """Write the labels and probability layers (GUI thread)."""
+    def show_result(self, req: SegmentRequest, pred: Any, merged: dict | None = None) -> None:
+        """Write the labels and probability layers (GUI thread). For a slice preview,
+        ``merged`` holds the full-size arrays the worker built (``_PreviewBase.merge``)."""
         if req.image_name not in self.viewer.layers:
             raise ValueError(f"the image layer '{req.image_name}' was removed during the run")
         source = self.viewer.layers[req.image_name]
         name = self._target_name(req.image_name)
         prob_name = f"{name} probabilities"
-        labels, classes = pred.labels, np.asarray(pred.probabilities, dtype=np.float32)
-        probs = foreground_probability(classes)
-        classes = classes if classes.shape[0] > 2 else None
         shape = tuple(source.data.shape)
         if req.slice_index is not None and len(shape) == 3:
-            self._last_preview_s = pred.seconds
-            labels = self._into_volume(name, labels, req.slice_index, shape, labels.dtype)
-            probs = self._into_volume(prob_name, probs, req.slice_index, shape, np.float32)
-            if classes is not None:
-                classes = self._classes_into_volume(prob_name, classes, req.slice_index, shape)
+            merged = merged or {}
+            self._last_preview_s = merged.get("seconds", pred.seconds)
+            arrays = merged.get("arrays")
+            if arrays is None or arrays.name != name or arrays.shape != shape:
+                # the target changed during the run (painted on, reshaped): merge here
+                base = self._preview_base(dataclasses.replace(req, volume=layer_to_volume(source)))
+                arrays = base.merge(pred, req.slice_index)
+            labels, probs, classes = arrays.labels, arrays.probabilities, arrays.classes
+        else:
+            labels, classes = pred.labels, np.asarray(pred.probabilities, dtype=np.float32)
+            probs = foreground_probability(classes)
+            classes = classes if classes.shape[0] > 2 else None
         kw = derived_layer_kwargs(source, name, provenance=pred.provenance)
         layer = upsert_layer(self.viewer, labels, self._unchanged_dropped(kw), "labels")
         self._watch_edits(layer)
@@ -375,7 +472,21 @@ class SegmentWidget(QWidget):
         pkw["metadata"][META_KEY]["class_probabilities"] = classes
         pkw.update(colormap="magma", contrast_limits=(0.0, 1.0), blending="additive",
                    visible=False)
-        upsert_layer(self.viewer, probs, self._unchanged_dropped(pkw), "image")
+        if prob_name in self.viewer.layers:
+            upsert_layer(self.viewer, probs, self._unchanged_dropped(pkw), "image")
+        else:
+            # Creating a napari layer costs ~100 ms on the GUI thread (and its first draw as
+            # much again): the new probability layer (hidden) is added a moment after the
+            # labels, so the viewer draws the labels and handles input in between instead of
+            # freezing for both. Deferred adds run in order: a later result still wins.
+            self._pending_layers += 1
+
+            def add_probabilities() -> None:
+                self._pending_layers -= 1
+                if req.image_name in self.viewer.layers:
+                    upsert_layer(self.viewer, probs, self._unchanged_dropped(pkw), "image")
+
+            QTimer.singleShot(LAYER_GAP_MS, add_probabilities)
         self.last_prediction = pred
         self.progress.status.setText(
             f"{'slice ' + str(req.slice_index) if req.slice_index is not None else 'volume'}: "
@@ -404,38 +515,6 @@ class SegmentWidget(QWidget):
             kw["affine"] = new_aff  # the source lost its rotation: reset ours too
         return kw
 
-    def _into_volume(self, name: str, part: np.ndarray, index: int, shape: tuple,
-                     dtype: Any) -> np.ndarray:
-        """A full-size array with ``part`` at slice ``index`` (keeping an existing result)."""
-        full = None
-        if name in self.viewer.layers:
-            old = np.asarray(self.viewer.layers[name].data)
-            if old.shape == shape and old.dtype == dtype:
-                full = old.copy()
-        if full is None:
-            full = np.zeros(shape, dtype=dtype)
-        if len(shape) == part.ndim + 1:
-            full[index] = part
-        else:
-            full[:, index] = part
-        return full
-
-    def _classes_into_volume(self, prob_name: str, part: np.ndarray, index: int,
-                             shape: tuple) -> np.ndarray:
-        """The (C, *shape) class probabilities with ``part`` (C, y, x) at slice ``index``,
-        keeping the other slices of an existing result."""
-        full_shape = (part.shape[0],) + tuple(shape)
-        full = None
-        if prob_name in self.viewer.layers:
-            meta = self.viewer.layers[prob_name].metadata.get(META_KEY) or {}
-            old = meta.get("class_probabilities")
-            if isinstance(old, np.ndarray) and old.shape == full_shape:
-                full = old.copy()
-        if full is None:
-            full = np.zeros(full_shape, np.float32)
-        full[:, index] = part
-        return full
-
     def _watch_edits(self, layer: Any) -> None:
         if getattr(layer, "_attnseg_watch", False):
             return
@@ -445,6 +524,46 @@ class SegmentWidget(QWidget):
 
         layer.events.paint.connect(mark)
         layer._attnseg_watch = True
+
+
+@dataclass(frozen=True)
+class _Merged:
+    """Full-size result arrays with a preview slice merged in."""
+
+    name: str
+    shape: tuple
+    labels: np.ndarray
+    probabilities: np.ndarray  #: foreground probability, ``shape``
+    classes: np.ndarray | None  #: (C, *shape) for more than two classes
+
+
+@dataclass(frozen=True)
+class _PreviewBase:
+    """The current result arrays a slice preview is merged into (``None``: not there yet)."""
+
+    name: str
+    shape: tuple
+    labels: np.ndarray | None
+    probabilities: np.ndarray | None
+    classes: np.ndarray | None
+
+    def merge(self, pred: Any, index: int) -> _Merged:
+        """New full-size arrays: copies of the current ones (zeros where there are none, or
+        where the shape or dtype changed) with slice ``index`` replaced by ``pred``'s."""
+        part = np.asarray(pred.probabilities, dtype=np.float32)
+
+        def into(old: np.ndarray | None, new: np.ndarray, shape: tuple, dtype: Any) -> np.ndarray:
+            full = old.copy() if old is not None and old.shape == shape and old.dtype == dtype \
+                else np.zeros(shape, dtype=dtype)
+            full[(slice(None),) * (len(shape) - 3) + (index,)] = new
+            return full
+
+        labels = into(self.labels, pred.labels, self.shape, pred.labels.dtype)
+        probs = into(self.probabilities, foreground_probability(part), self.shape, np.float32)
+        classes = None
+        if part.shape[0] > 2:
+            classes = into(self.classes, part, (part.shape[0],) + self.shape, np.float32)
+        return _Merged(self.name, self.shape, labels, probs, classes)
 
 
 def foreground_probability(probabilities: np.ndarray) -> np.ndarray:

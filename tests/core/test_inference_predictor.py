@@ -221,6 +221,21 @@ def test_preview_slice_matches_whole_volume(tmp_path):
     assert p3.probabilities.shape == (2, 16, 16)
 
 
+def test_warm_up_returns_the_run_normalization_and_changes_no_result(tmp_path):
+    from napari_attnseg.inference.predictor import intensity_for, warm_up
+
+    model = tiny_model(tmp_path, modality="MR")
+    vol = _volume((5, 40, 36), modality="MR")
+    cold = predict_slice(model, vol, 1)
+    intensity = warm_up(model, vol, index=4)
+    assert intensity == intensity_for(model, vol, PredictConfig())
+    warm = predict_slice(model, vol, 1, intensity=intensity)
+    np.testing.assert_array_equal(warm.probabilities, cold.probabilities)
+    assert warm_up(model, _volume((40, 36), modality="MR")) is not None  # 2D images too
+    model3 = tiny_model(tmp_path, dims=3, name="m3")
+    assert warm_up(model3, _volume((20, 16, 16)), index=99) is not None  # clamped to the volume
+
+
 def test_cancel_stops_predict_job_within_one_batch(tmp_path):
     model = tiny_model(tmp_path)
     calls = []

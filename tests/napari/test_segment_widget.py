@@ -66,9 +66,16 @@ def test_info_shows_windows_and_cpu_before_running(widget, monkeypatch):
     assert "36 windows" in widget.info_label.text()
 
 
-def test_run_sync_writes_layers_with_geometry_and_provenance(widget):
+def _shown(widget, qtbot):
+    """A new probability layer is added one event-loop turn after the labels layer."""
+    qtbot.waitUntil(lambda: widget._pending_layers == 0, timeout=5000)
+
+
+def test_run_sync_writes_layers_with_geometry_and_provenance(widget, qtbot):
     runner = widget.make_runner()
     pred = runner.run_sync()
+    assert "scan [attnseg]" in widget.viewer.layers
+    _shown(widget, qtbot)
     viewer = widget.viewer
     src = viewer.layers["scan"]
     lab = viewer.layers["scan [attnseg]"]
@@ -93,11 +100,12 @@ def test_run_sync_writes_layers_with_geometry_and_provenance(widget):
     assert len(viewer.layers) == 3
 
 
-def test_multiclass_probabilities_show_foreground_and_keep_every_class(widget, tmp_path):
+def test_multiclass_probabilities_show_foreground_and_keep_every_class(widget, tmp_path, qtbot):
     from napari_attnseg.widgets.refine import RefineWidget
 
     widget.set_model_folder(_model_folder(tmp_path, classes=3, name="three"))
     pred = widget.make_runner().run_sync()
+    _shown(widget, qtbot)
     viewer = widget.viewer
     src = viewer.layers["scan"]
     prob = viewer.layers["scan [attnseg] probabilities"]
@@ -236,9 +244,9 @@ def test_threaded_run_keeps_event_loop_responsive(widget, qtbot):
     stamps, result_at = [], []
     show = widget.show_result
 
-    def timed_show(req, pred):
+    def timed_show(req, pred, *rest):
         result_at.append(time.perf_counter())
-        show(req, pred)
+        show(req, pred, *rest)
 
     widget.show_result = timed_show
     timer = QTimer()
@@ -257,3 +265,65 @@ def test_threaded_run_keeps_event_loop_responsive(widget, qtbot):
           f"{gaps.max() * 1000:.1f} ms including adding the result layers ({len(s)} ticks)")
     assert computing.max() < 1.0 and gaps.max() < 5.0
     assert widget.viewer.layers["scan [attnseg]"].data.shape == (40, 96, 96)
+
+
+def test_background_warm_up_primes_the_preview(widget, qtbot, monkeypatch):
+    """Choosing a model and an image warms the model up off the GUI thread; the first preview
+    then reuses the intensity statistics instead of recomputing them."""
+    import threading
+
+    import napari_attnseg.inference.predictor as predictor
+
+    qtbot.waitUntil(lambda: widget._warm_worker is None, timeout=20000)
+    assert widget._warm_key is not None and widget._warm_key[0] == "scan"
+    assert len(widget._intensity) == 1
+    threads = []
+    real = predictor.warm_up
+    monkeypatch.setattr(predictor, "warm_up",
+                        lambda *a, **k: threads.append(threading.current_thread()) or real(*a, **k))
+    widget.window_combo.setCurrentText("patch")  # other window shapes: warmed again, in a worker
+    qtbot.waitUntil(lambda: widget._warm_worker is None and bool(threads), timeout=20000)
+    assert threads[0] is not threading.main_thread()
+    monkeypatch.setattr(predictor, "intensity_for",
+                        lambda *a, **k: pytest.fail("statistics recomputed despite the warm-up"))
+    pred = widget.make_runner(slice_index=2).run_sync()
+    assert pred.labels.shape == (40, 48)
+
+
+def test_preview_merges_off_the_gui_thread_without_touching_shared_arrays(widget, qtbot,
+                                                                          tmp_path):
+    """A threaded preview builds the full-size arrays in the worker, as new arrays: a CRF job
+    holding the previous result keeps an unchanged snapshot."""
+    import threading
+
+    from napari_attnseg.widgets import segment
+
+    widget.set_model_folder(_model_folder(tmp_path, classes=3, name="three"))
+    widget.make_runner().run_sync()
+    _shown(widget, qtbot)
+    prob = widget.viewer.layers["scan [attnseg] probabilities"]
+    held = prob.metadata["attnseg"]["class_probabilities"]
+    held_copy, fg_copy = held.copy(), prob.data.copy()
+    fg_held = prob.data
+    threads = []
+    real = segment._PreviewBase.merge
+
+    def merge(self, pred, index):
+        threads.append(threading.current_thread())
+        return real(self, pred, index)
+
+    segment._PreviewBase.merge = merge
+    try:
+        widget.overlap_spin.setValue(0.1)
+        worker = widget.make_runner(slice_index=3).start()
+        with qtbot.waitSignal(worker.finished, timeout=20000):
+            pass
+    finally:
+        segment._PreviewBase.merge = real
+    assert threads and threads[0] is not threading.main_thread()
+    np.testing.assert_array_equal(held, held_copy)
+    np.testing.assert_array_equal(fg_held, fg_copy)
+    new = widget.viewer.layers["scan [attnseg] probabilities"].metadata["attnseg"]["class_probabilities"]
+    assert new is not held and new.shape == held.shape
+    np.testing.assert_array_equal(new[:, :3], held[:, :3])  # other slices kept
+    np.testing.assert_allclose(new[:, 3], widget.last_prediction.probabilities)

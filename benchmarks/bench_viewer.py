@@ -1,0 +1,201 @@
+"""The interactive path in a real napari viewer: first vs steady preview, event-loop stalls.
+
+Each measurement runs in a fresh child process (a first call only happens once per process):
+
+* ``preview-cold``: the Segment widget with its background warm-up disabled; the first
+  "Preview slice" vs the steady state;
+* ``preview-warm``: the same with the warm-up the widget starts when a model and an image are
+  chosen (the product default), waited for before the first preview;
+* ``volume``: "Segment volume" with a QTimer probe ticking every 10 ms on the GUI thread: the
+  longest gap between ticks while the worker computes, while the result layers are added the
+  first time (new layers), and on a re-run (layers updated in place).
+
+Times of the preview are the core's own (``Prediction.seconds``) and the wall time of the whole
+click ("Preview slice": a worker the first time, on the GUI thread once previews are known to
+be fast) until the result layers are shown; the first preview creates the layers. The scan is the bundled CT phantom resampled to
+128 x 256 x 256 (the issue's 256 x 256 x 128 volume); the model is the registry default.
+
+Run under a display: ``xvfb-run -a .venv/bin/python benchmarks/bench_viewer.py``
+(or with ``QT_QPA_PLATFORM=offscreen``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _scan():
+    import numpy as np
+    from scipy.ndimage import zoom
+
+    from napari_attnseg.io import read_volume
+    from napari_attnseg.volume import Volume
+
+    src = read_volume(ROOT / "sample_data" / "ct_phantom.nii.gz")
+    target = (128, 256, 256)
+    factors = [t / s for t, s in zip(target, src.shape)]
+    data = zoom(np.asarray(src.data, np.float32), factors, order=1)
+    spacing = tuple(float(sp) / f for sp, f in zip(src.spacing, factors))
+    return Volume(data=data, spacing=spacing, origin=src.origin, direction=src.direction,
+                  modality="CT", source="ct_phantom (resampled)")
+
+
+def _setup(threads: int):
+    import napari
+    import torch
+    from qtpy.QtWidgets import QApplication
+
+    from napari_attnseg._napari.layers import volume_to_layer_kwargs
+    from napari_attnseg.widgets.segment import SegmentWidget
+
+    torch.set_num_threads(threads)
+    viewer = napari.Viewer(show=True)
+    vol = _scan()
+    viewer.add_image(vol.data, **volume_to_layer_kwargs(vol, name="ct"))
+    app = QApplication.instance()
+    return viewer, app, SegmentWidget
+
+
+def _pump(app, seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.005)
+
+
+def _wait(app, cond, timeout: float = 120.0) -> float:
+    t0 = time.perf_counter()
+    while not cond():
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError("timed out")
+        app.processEvents()
+        time.sleep(0.002)
+    return time.perf_counter() - t0
+
+
+def child_preview(warm: bool, threads: int, rounds: int) -> dict:
+    viewer, app, SegmentWidget = _setup(threads)
+    if not warm:
+        SegmentWidget._warm_up = lambda self, *a, **k: None
+    t0 = time.perf_counter()
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+    create_s = time.perf_counter() - t0
+    warm_s = _wait(app, lambda: widget._warm_worker is None) if warm else 0.0
+    _pump(app, 0.5)
+    core, wall = [], []
+    for _ in range(rounds + 1):
+        before = widget.last_prediction
+        t0 = time.perf_counter()
+        widget.preview_slice()  # the button: a worker the first time, then synchronous if fast
+        _wait(app, lambda: widget.last_prediction is not before and widget._pending_layers == 0
+              and not (widget.runner is not None and widget.runner.running))
+        wall.append(time.perf_counter() - t0)
+        core.append(widget.last_prediction.seconds)
+        _pump(app, 0.05)
+    viewer.close()
+    return {"create_s": create_s, "warm_s": warm_s, "core_first": core[0], "wall_first": wall[0],
+            "core_steady": statistics.median(core[1:]), "wall_steady": statistics.median(wall[1:])}
+
+
+def child_volume(threads: int) -> dict:
+    from qtpy.QtCore import QTimer
+
+    viewer, app, SegmentWidget = _setup(threads)
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+    _wait(app, lambda: widget._warm_worker is None)
+    _pump(app, 0.5)
+    out = {}
+    for run in ("first", "again"):
+        stamps: list[float] = []
+        marks: dict[str, float] = {}
+        show = widget.show_result
+
+        def timed_show(req, pred, *rest, show=show, marks=marks):
+            marks["result"] = time.perf_counter()
+            show(req, pred, *rest)
+            marks["shown"] = time.perf_counter()
+
+        widget.show_result = timed_show
+        timer = QTimer()
+        timer.setInterval(10)
+        timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
+        timer.start()
+        t0 = time.perf_counter()
+        widget.segment_volume()
+        _wait(app, lambda: "shown" in marks)
+        _pump(app, 0.3)
+        timer.stop()
+        widget.show_result = show
+        import numpy as np
+
+        s = np.asarray(stamps)
+        computing = np.diff(s[s < marks["result"]])
+        after = np.diff(s[s >= (s[s < marks["result"]][-1] if (s < marks["result"]).any() else 0)])
+        out[run] = {"seconds": marks["result"] - t0,
+                    "stall_computing_ms": float(computing.max() * 1e3) if computing.size else None,
+                    "stall_showing_ms": float(after.max() * 1e3) if after.size else None,
+                    "show_ms": (marks["shown"] - marks["result"]) * 1e3, "ticks": int(s.size)}
+    viewer.close()
+    return out
+
+
+def _run_child(mode: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--threads", str(args.threads),
+           "--rounds", str(args.rounds)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    for line in res.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"child {mode} failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=10, help="steady-state previews")
+    ap.add_argument("--repeat", type=int, default=3, help="fresh processes per mode")
+    ap.add_argument("--child", choices=["preview-cold", "preview-warm", "volume"])
+    args = ap.parse_args()
+    if args.child:
+        if args.child == "volume":
+            result = child_volume(args.threads)
+        else:
+            result = child_preview(args.child == "preview-warm", args.threads, args.rounds)
+        print("RESULT " + json.dumps(result))
+        return
+    import torch
+
+    print(f"torch {torch.__version__}, {args.threads} threads, fp32; scan 128x256x256 (CT phantom); "
+          f"{args.repeat} fresh processes per mode")
+    for mode in ("preview-cold", "preview-warm"):
+        ratios = []
+        for _ in range(args.repeat):
+            r = _run_child(mode, args)
+            ratios.append(r["core_first"] / r["core_steady"])
+            print(f"{mode}: first preview {r['core_first'] * 1e3:.1f} ms (core) / "
+                  f"{r['wall_first'] * 1e3:.1f} ms (click to layers shown), steady "
+                  f"{r['core_steady'] * 1e3:.1f} / {r['wall_steady'] * 1e3:.1f} ms; first/steady "
+                  f"{ratios[-1]:.2f}x (core)"
+                  + (f"; background warm-up {r['warm_s'] * 1e3:.0f} ms" if r["warm_s"] else ""))
+        print(f"  {mode}: median first/steady {statistics.median(ratios):.2f}x; target <= 2x")
+    for _ in range(args.repeat):
+        r = _run_child("volume", args)
+        for run, v in r.items():
+            label = "first run (new layers)" if run == "first" else "re-run (in place)"
+            print(f"whole volume, {label}: {v['seconds']:.2f} s; longest event-loop stall "
+                  f"{v['stall_computing_ms']:.1f} ms while computing, {v['stall_showing_ms']:.1f} ms "
+                  f"while showing the result (show_result {v['show_ms']:.0f} ms); target < 100 ms")
+
+
+if __name__ == "__main__":
+    main()
