@@ -196,7 +196,9 @@ class ModelRegistry:
         return str(value or "").strip()
 
     def default_model(self, modality: str | None = None) -> ModelEntry | None:
-        """The shipped default model (its latest shipped version) or ``None`` if none is shipped.
+        """The default model: a shipped model's active version (set by :meth:`set_active`, e.g.
+        by a fine-tune that beat its parent), else its latest shipped version; ``None`` if no
+        model is shipped.
 
         With ``modality`` (e.g. ``"US"``, case-insensitive), the first shipped model whose
         config.json names that modality (only the small config files are read); when none
@@ -207,14 +209,13 @@ class ModelRegistry:
         if not shipped:
             return None
         wanted = str(modality or "").strip().upper()
+        chosen = None
         if wanted:
-            for e in shipped:
-                if self._modality(e).upper() == wanted:
-                    return e
-        for e in shipped:
-            if e.name == DEFAULT_MODEL_NAME:
-                return e
-        return shipped[0]
+            chosen = next((e for e in shipped if self._modality(e).upper() == wanted), None)
+        if chosen is None:
+            chosen = next((e for e in shipped if e.name == DEFAULT_MODEL_NAME), shipped[0])
+        # a fine-tuned version the user activated (it beat its parent) replaces the shipped one
+        return self.active(chosen.name) or chosen
 
     def resolve(self, spec_str: str | Path) -> Path:
         """A model folder from ``"name"``, ``"name@version"`` or a folder path."""

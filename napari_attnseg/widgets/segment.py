@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,18 @@ PREVIEW_SYNC_S = 0.1  #: previews faster than this run on the GUI thread
 LAYER_GAP_MS = 40  #: pause between adding two new result layers (the viewer redraws meanwhile)
 
 
+class _RefreshingComboBox(QComboBox):
+    """A combo box that refreshes its items just before its list opens."""
+
+    def __init__(self, refresh: Any, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._refresh = refresh
+
+    def showPopup(self) -> None:  # noqa: N802 (Qt API)
+        self._refresh()
+        super().showPopup()
+
+
 @dataclass(frozen=True)
 class SegmentRequest:
     """Everything a run needs, read on the GUI thread."""
@@ -75,9 +88,10 @@ class SegmentWidget(QWidget):
         self.runner: JobRunner | None = None
         self.last_prediction = None
         self._model_picked = False  #: the user chose a model: no preselection by modality
+        self._browsed: list[Path] = []  #: model folders picked with "Browse folder..."
 
         self.image_combo = QComboBox()
-        self.model_combo = QComboBox()
+        self.model_combo = _RefreshingComboBox(lambda: self.refresh_models())
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(["auto", "CT", "MR", "US"])
         self.overlap_spin = QDoubleSpinBox()
@@ -151,36 +165,49 @@ class SegmentWidget(QWidget):
         self.update_info()
 
     def refresh_models(self) -> None:
+        """List the registry's models (re-read each time the list is opened, so a version a
+        fine-tune just saved appears). The user's choice is kept; otherwise the default model
+        for the image's modality (a fine-tuned version once it is active) is selected."""
         from ..model.registry import ModelRegistry
 
         reg = ModelRegistry()
+        previous = self.model_combo.currentData()
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        default = reg.default_model()
-        entries = reg.list_models()
-        for e in entries:
+        for e in reg.list_models():
             tag = " (shipped)" if e.shipped else ""
             self.model_combo.addItem(f"{e.ref}{tag}", str(e.path))
-        if default is not None:
-            idx = self.model_combo.findData(str(default.path))
-            if idx >= 0:
-                self.model_combo.setCurrentIndex(idx)
+        for folder in self._browsed:  # folders picked with "Browse folder..."
+            if self.model_combo.findData(str(folder)) < 0:
+                self.model_combo.addItem(folder.name, str(folder))
+        idx = self.model_combo.findData(previous) if previous else -1
+        if not (self._model_picked and idx >= 0):
+            default = reg.default_model(self._image_modality())
+            idx = self.model_combo.findData(str(default.path)) if default is not None else -1
+        if idx >= 0:
+            self.model_combo.setCurrentIndex(idx)
         self.model_combo.addItem(BROWSE, None)
         self.model_combo.blockSignals(False)
+        if self.model_combo.currentData() != previous:
+            self.update_info()
+
+    def _image_modality(self) -> str | None:
+        name = self.image_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            return None
+        meta = self.viewer.layers[name].metadata.get(META_KEY) or {}
+        modality = meta.get("modality") if isinstance(meta, dict) else None
+        return str(modality) if modality else None
 
     def _preselect_model(self, *_: Any) -> None:
         """Select the shipped model for the image's modality (``metadata["attnseg"]["modality"]``)
         unless the user picked a model."""
         from ..model.registry import ModelRegistry
 
-        name = self.image_combo.currentText()
-        if self._model_picked or not name or name not in self.viewer.layers:
+        modality = self._image_modality()
+        if self._model_picked or not modality:
             return
-        meta = self.viewer.layers[name].metadata.get(META_KEY) or {}
-        modality = meta.get("modality") if isinstance(meta, dict) else None
-        if not modality:
-            return
-        entry = ModelRegistry().default_model(str(modality))
+        entry = ModelRegistry().default_model(modality)
         if entry is None:
             return
         idx = self.model_combo.findData(str(entry.path))
@@ -191,6 +218,8 @@ class SegmentWidget(QWidget):
         """Add a model folder (from "Browse folder..." or a test) and select it."""
         self._model_picked = True
         folder = Path(folder)
+        if folder not in self._browsed:
+            self._browsed.append(folder)
         idx = self.model_combo.findData(str(folder))
         if idx < 0:
             self.model_combo.insertItem(self.model_combo.count() - 1, folder.name, str(folder))
@@ -384,10 +413,16 @@ class SegmentWidget(QWidget):
         model = self._load(folder)
         self._warm_key = key
 
+        idle = threading.Event()
+        self._warm_idle = idle
+
         def job() -> Any:
-            intensity = warm_up(model, volume, cfg, index=index)
-            warm_layer_machinery()  # napari's first-layer imports, off the GUI thread too
-            return intensity
+            try:
+                intensity = warm_up(model, volume, cfg, index=index)
+                warm_layer_machinery()  # napari's first-layer imports, off the GUI thread too
+                return intensity
+            finally:
+                idle.set()
 
         worker = create_worker(job, _start_thread=False)
 
@@ -406,6 +441,14 @@ class SegmentWidget(QWidget):
         worker.finished.connect(finished)
         self._warm_worker = worker
         worker.start()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        """Let a running warm-up (well under a second) finish before the widget goes away, so
+        its thread never reports to deleted Qt objects."""
+        idle = getattr(self, "_warm_idle", None)
+        if self._warm_worker is not None and idle is not None:
+            idle.wait(timeout=5.0)
+        super().closeEvent(event)
 
     def _intensity_for(self, model: Any, req: SegmentRequest) -> Any:
         from ..inference.predictor import intensity_for

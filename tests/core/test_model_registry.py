@@ -130,3 +130,22 @@ def test_default_model_prefers_the_modality(tmp_path, net_spec):
     assert reg.default_model("PET").name == "ct-phantom-2d"  # no match: the default
     assert reg.default_model("").name == "ct-phantom-2d"
     assert ModelRegistry(tmp_path / "user", shipped_root=tmp_path / "none").default_model("US") is None
+
+
+def test_default_model_follows_the_activated_fine_tune(tmp_path, net_spec):
+    """A fine-tuned version becomes the default only once activated (it beat its parent)."""
+    from dataclasses import replace
+
+    net, spec = net_spec
+    shipped = tmp_path / "shipped"
+    save_model(shipped / "b-us" / "1", net, replace(spec, modality="US"))
+    save_model(shipped / "ct-phantom-2d" / "1", net, replace(spec, modality="CT"))
+    reg = ModelRegistry(tmp_path / "user", shipped_root=shipped)
+    tuned = reg.add_version("b-us", net, replace(spec, modality="US"), parent="b-us@1")
+    assert tuned.version == "2" and not tuned.shipped
+    assert reg.default_model("US").path == shipped / "b-us" / "1"  # not activated: shipped
+    reg.set_active("b-us", "2")
+    assert reg.default_model("US").path == tuned.path
+    assert reg.default_model().path == shipped / "ct-phantom-2d" / "1"  # other names unchanged
+    reg.set_active("ct-phantom-2d", "1")
+    assert reg.default_model().path == shipped / "ct-phantom-2d" / "1"

@@ -315,9 +315,11 @@ def test_preview_merges_off_the_gui_thread_without_touching_shared_arrays(widget
     segment._PreviewBase.merge = merge
     try:
         widget.overlap_spin.setValue(0.1)
-        worker = widget.make_runner(slice_index=3).start()
-        with qtbot.waitSignal(worker.finished, timeout=20000):
-            pass
+        before = widget.last_prediction
+        runner = widget.make_runner(slice_index=3)
+        runner.start()
+        qtbot.waitUntil(lambda: widget.last_prediction is not before and not runner.running,
+                        timeout=20000)
     finally:
         segment._PreviewBase.merge = real
     assert threads and threads[0] is not threading.main_thread()
@@ -327,3 +329,38 @@ def test_preview_merges_off_the_gui_thread_without_touching_shared_arrays(widget
     assert new is not held and new.shape == held.shape
     np.testing.assert_array_equal(new[:, :3], held[:, :3])  # other slices kept
     np.testing.assert_allclose(new[:, 3], widget.last_prediction.probabilities)
+
+
+def test_model_list_refreshes_and_follows_the_activated_fine_tune(make_napari_viewer, qtbot,
+                                                                   tmp_path):
+    """Opening the model list re-reads the registry: a fine-tuned version appears, and becomes
+    the selection once activated, unless the user picked a model (which is kept)."""
+    from napari_attnseg.model.registry import ModelRegistry
+
+    reg = ModelRegistry()
+    base = reg.default_model()
+    if base is None:
+        pytest.skip("no shipped model in this checkout")
+    viewer = make_napari_viewer()
+    _add_scan(viewer)
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    assert w.model_folder() == base.path
+    tiny = _model_folder(tmp_path)
+    from napari_attnseg.model.checkpoint import load_model
+
+    loaded = load_model(tiny)
+    tuned = reg.add_version(base.name, loaded.network, loaded.spec, parent=base.ref)
+    w.model_combo.showPopup()
+    w.model_combo.hidePopup()
+    assert w.model_combo.findData(str(tuned.path)) >= 0  # listed
+    assert w.model_folder() == base.path  # not active yet: the shipped one stays selected
+    reg.set_active(base.name, tuned.version)
+    w.model_combo.showPopup()
+    w.model_combo.hidePopup()
+    assert w.model_folder() == tuned.path
+    assert w.model_combo.itemText(w.model_combo.count() - 1) == "Browse folder..."
+    # a folder the user picked survives a refresh and stays selected
+    w.set_model_folder(tiny)
+    w.refresh_models()
+    assert w.model_folder() == tiny

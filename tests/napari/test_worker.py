@@ -52,9 +52,10 @@ def test_errors_are_reported_not_raised(qtbot, monkeypatch):
     monkeypatch.setattr("napari.utils.notifications.show_error", lambda msg: shown.append(msg))
     errors = []
     runner = JobRunner(lambda: _job(5, fail_at=3), None, on_error=errors.append, context="Segment")
-    worker = runner.start()
-    with qtbot.waitSignal(worker.finished, timeout=5000):
-        pass
+    runner.start()
+    # (waiting for the `finished` signal here would race a job this short: it may be emitted
+    # before the wait connects to it)
+    qtbot.waitUntil(lambda: bool(errors) and not runner.running, timeout=5000)
     assert len(errors) == 1 and isinstance(errors[0], AttnsegError)
     assert shown and "case.nii.gz" in shown[0] and shown[0].startswith("Segment:")
 
