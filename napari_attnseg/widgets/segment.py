@@ -341,7 +341,12 @@ class SegmentWidget(QWidget):
             return None
         merged: dict[str, Any] = {}
         if slice_index is None:
-            factory = lambda: predict_job(model, req.volume, req.config)  # noqa: E731
+
+            def factory():
+                pred = yield from predict_job(model, req.volume, req.config)
+                # the layer's foreground probability, computed here rather than on the GUI thread
+                merged["foreground"] = foreground_probability(pred.probabilities)
+                return pred
         else:
             intensity = self._intensity_for(model, req)
             base = self._preview_base(req)  # references only (GUI thread)
@@ -505,7 +510,9 @@ class SegmentWidget(QWidget):
             labels, probs, classes = arrays.labels, arrays.probabilities, arrays.classes
         else:
             labels, classes = pred.labels, np.asarray(pred.probabilities, dtype=np.float32)
-            probs = foreground_probability(classes)
+            probs = (merged or {}).get("foreground")
+            if probs is None:
+                probs = foreground_probability(classes)
             classes = classes if classes.shape[0] > 2 else None
         kw = derived_layer_kwargs(source, name, provenance=pred.provenance)
         layer = upsert_layer(self.viewer, labels, self._unchanged_dropped(kw), "labels")
