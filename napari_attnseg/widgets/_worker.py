@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: Returned by the worker when the job was cancelled (never passed to ``on_result``).
 CANCELLED = object()
+#: Progress updates within one stage are shown at most this often (seconds).
+PROGRESS_INTERVAL_S = 0.1
 
 
 def notify_error(exc: BaseException, context: str = "") -> None:
@@ -146,24 +149,82 @@ class JobRunner:
         self._t0 = 0.0
 
     # -- the body, run in the worker thread
-    def _body(self) -> Generator[Progress, None, Any]:
+    def _drive(self, events: queue.SimpleQueue, ack: threading.Semaphore | None) -> None:
+        """Run the job itself (on the compute thread, see ``napari_attnseg._compute``) and
+        pass its progress, result or error to :meth:`_body` through ``events``; with ``ack``,
+        wait after each progress report until it has been handled (lockstep)."""
         job = self._factory()
         try:
             while True:
                 if self._cancel.is_set():
-                    return CANCELLED
+                    events.put(("done", CANCELLED))
+                    return
                 try:
                     p = next(job)
                 except StopIteration as stop:
                     warm_layer_machinery()  # once: keeps napari's first-layer imports off the GUI
-                    return stop.value
-                yield p
+                    events.put(("done", stop.value))
+                    return
+                events.put(("progress", p))
+                if ack is not None:
+                    ack.acquire()
+        except BaseException as exc:  # re-raised by _body in the caller's thread
+            events.put(("error", exc))
         finally:
             job.close()
 
+    def _body(self, lockstep: bool = False) -> Generator[Progress, None, Any]:
+        """Relay the job's progress: the job runs on the process's compute thread (one OpenMP
+        team for all torch work: much faster on few cores), this generator in the napari
+        worker (or the caller's thread for :meth:`run_sync`).
+
+        Threaded, the job never waits for the display and updates within one stage are shown
+        at most every :data:`PROGRESS_INTERVAL_S` (each repaints widgets on the GUI thread,
+        which competes with the job for the cores); reports carrying ``info`` (data for a live
+        plot, e.g. a training loss) are all passed on. With ``lockstep`` every report is passed
+        on and the job waits until it has been handled, as if it ran in the caller's thread.
+        """
+        from .._compute import compute_thread
+
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        ack = threading.Semaphore(0) if lockstep else None
+        compute_thread().submit(self._drive, events, ack)
+        kind, pending, last_shown, last_stage = "", None, 0.0, None
+        try:
+            while True:
+                try:
+                    kind, value = events.get(timeout=PROGRESS_INTERVAL_S if pending else None)
+                except queue.Empty:  # the job is quiet: show what was held back
+                    kind, value, pending = "progress", pending, None
+                    last_shown = time.perf_counter()
+                    yield value
+                    continue
+                if kind == "progress":
+                    now = time.perf_counter()
+                    if not lockstep and not value.info and value.stage == last_stage and \
+                            now - last_shown < PROGRESS_INTERVAL_S:
+                        pending = value
+                        continue
+                    pending, last_shown, last_stage = None, now, value.stage
+                    try:
+                        yield value
+                    finally:
+                        if ack is not None:
+                            ack.release()
+                elif kind == "done":
+                    if pending is not None and value is not CANCELLED:
+                        yield pending
+                    return value
+                else:
+                    raise value
+        finally:
+            if kind not in ("done", "error"):  # closed early: stop the job at its next step
+                self._cancel.set()
+
     def run_sync(self) -> Any:
-        """Run the same body synchronously (tests, scripts); returns the result or CANCELLED."""
-        gen = self._body()
+        """Run the same body synchronously (tests, scripts): every progress report is handled
+        before the job goes on; returns the result or CANCELLED."""
+        gen = self._body(lockstep=True)
         try:
             while True:
                 p = next(gen)

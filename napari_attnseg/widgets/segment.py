@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .._compute import compute_thread
 from .._napari.layers import META_KEY, derived_layer_kwargs, layer_to_volume
 from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer, warm_layer_machinery
 
@@ -249,7 +250,9 @@ class SegmentWidget(QWidget):
         stamp = cfg.stat().st_mtime_ns if cfg.exists() else 0
         cached = self._models.get(key)
         if cached is None or cached[0] != stamp:
-            cached = (stamp, load_model(folder))
+            # on the compute thread: torch work on the GUI thread would slow every later run
+            # (see napari_attnseg._compute)
+            cached = (stamp, compute_thread().call(load_model, folder))
             self._models[key] = cached
         return cached[1]
 
@@ -429,7 +432,7 @@ class SegmentWidget(QWidget):
             finally:
                 idle.set()
 
-        worker = create_worker(job, _start_thread=False)
+        worker = create_worker(compute_thread().call, job, _start_thread=False)
 
         def done(intensity: Any) -> None:
             self._intensity = {key[:4]: intensity}

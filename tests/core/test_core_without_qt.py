@@ -7,6 +7,7 @@ import textwrap
 CORE_MODULES = [
     "napari_attnseg",
     "napari_attnseg.volume",
+    "napari_attnseg._compute",
     "napari_attnseg._napari.layers",
     "napari_attnseg.io",
     "napari_attnseg.sample",

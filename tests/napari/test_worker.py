@@ -108,3 +108,67 @@ def test_progress_status_has_room_for_two_lines(qtbot):
     qtbot.addWidget(panel)
     assert panel.status.wordWrap()
     assert panel.status.minimumHeight() >= 2 * panel.status.fontMetrics().lineSpacing()
+
+
+def test_jobs_run_on_the_compute_thread(qtbot):
+    """The job's own code (torch work) runs on the process's compute thread: not on the GUI
+    thread, not on napari's worker thread."""
+    import threading
+
+    from napari_attnseg._compute import compute_thread
+
+    where = []
+
+    def job():
+        where.append(threading.get_ident())
+        yield Progress(1, 1, "work")
+        return "ok"
+
+    assert JobRunner(job).run_sync() == "ok"
+    runner = JobRunner(job)
+    runner.start()
+    qtbot.waitUntil(lambda: runner.result == "ok" and not runner.running, timeout=5000)
+    assert where == [compute_thread().ident] * 2
+    assert threading.get_ident() not in where
+
+
+def test_run_sync_handles_each_report_before_the_job_goes_on(qtbot):
+    order = []
+
+    def job():
+        for i in range(3):
+            order.append(("job", i))
+            yield Progress(i + 1, 3, "work")
+        return "done"
+
+    runner = JobRunner(job, on_progress=lambda p: order.append(("shown", p.done - 1)))
+    assert runner.run_sync() == "done"
+    assert order == [("job", 0), ("shown", 0), ("job", 1), ("shown", 1), ("job", 2), ("shown", 2)]
+
+
+def test_threaded_progress_is_throttled_and_ends_on_the_last_report(qtbot):
+    """A job reporting 200 times in 0.2 s repaints the progress bar ~10 times a second, not
+    200 times, and the bar ends on the job's last report."""
+    panel = ProgressPanel()
+    qtbot.addWidget(panel)
+    shown = []
+    runner = JobRunner(lambda: _job(200, delay=0.001), panel, on_progress=shown.append)
+    runner.start()
+    qtbot.waitUntil(lambda: runner.result == "result" and not runner.running, timeout=10000)
+    assert 2 <= len(shown) < 40
+    assert shown[-1].done == 200 and panel.bar.value() == 100
+
+
+def test_reports_with_data_are_never_dropped(qtbot):
+    """Reports carrying ``info`` (a training loss for the live plot) all reach the widget."""
+
+    def job():
+        for i in range(50):
+            yield Progress(i + 1, 50, "train", info={"step": i + 1, "loss": 1.0 / (i + 1)})
+        return "ok"
+
+    shown = []
+    runner = JobRunner(job, on_progress=shown.append)
+    runner.start()
+    qtbot.waitUntil(lambda: runner.result == "ok" and not runner.running, timeout=5000)
+    assert [p.info["step"] for p in shown] == list(range(1, 51))
