@@ -221,16 +221,32 @@ def test_threaded_run_cancel_leaves_no_layer(widget, qtbot):
     _add_scan(widget.viewer, shape=(60, 64, 64))
     widget.image_combo.setCurrentText("scan")
     runner = widget.make_runner()
+    job = runner._factory
+    ran = []
+
+    def slowed():  # the same job, 20 ms per batch, so that Cancel lands mid-run
+        gen = job()
+        try:
+            while True:
+                p = next(gen)
+                if p.stage == "segmenting":
+                    ran.append(p.done)
+                    time.sleep(0.02)
+                yield p
+        except StopIteration as stop:
+            return stop.value
+
+    runner._factory = slowed
     seen = []
     runner.on_progress = lambda p: seen.append(p)
-    worker = runner.start()
-    qtbot.waitUntil(lambda: any(p.stage == "segmenting" and p.done >= 1 for p in seen),
-                    timeout=20000)
-    with qtbot.waitSignal(worker.finished, timeout=20000):
-        widget.progress.cancel_button.click()
+    runner.start()
+    qtbot.waitUntil(lambda: any(p.stage == "segmenting" for p in seen), timeout=20000)
+    widget.progress.cancel_button.click()
+    at_cancel = len(ran)
+    qtbot.waitUntil(lambda: not runner.running, timeout=20000)
     assert runner.cancelled
-    done = max(p.done for p in seen if p.stage == "segmenting")
-    assert done < max(p.total for p in seen if p.stage == "segmenting")
+    total = max(p.total for p in seen if p.stage == "segmenting")
+    assert len(ran) <= at_cancel + 1 < total  # stopped within one batch of the click
     assert "scan [attnseg]" not in widget.viewer.layers
     assert "scan [attnseg] probabilities" not in widget.viewer.layers
 

@@ -147,7 +147,7 @@ def test_run_sync_handles_each_report_before_the_job_goes_on(qtbot):
 
 
 def test_threaded_progress_is_throttled_and_ends_on_the_last_report(qtbot):
-    """A job reporting 200 times in 0.2 s repaints the progress bar ~10 times a second, not
+    """A job reporting 200 times in 0.2 s repaints the progress bar a few times a second, not
     200 times, and the bar ends on the job's last report."""
     panel = ProgressPanel()
     qtbot.addWidget(panel)
