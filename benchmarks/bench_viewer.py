@@ -14,10 +14,11 @@ Each measurement runs in a fresh child process (a first call only happens once p
 
 Times of the preview are the core's own (``Prediction.seconds``) and the wall time of the whole
 click ("Preview slice": a worker the first time, synchronous once previews are known to be
-fast) until the result layers are shown; the first preview creates the layers. Every preview
-follows a 0.5 s pause (a user's click rhythm). In the widget the first preview runs threaded
-while the GUI repaints (it competes for the 2 cores) and the later ones synchronously, so its
-first/steady ratio mixes both effects; the core modes isolate the first-call cost. The scan is the bundled CT phantom resampled to
+fast, which the warm-up measures) until the result layers are shown; the first preview
+creates the layers. Every preview follows a 0.5 s pause (a user's click rhythm). Without the
+warm-up the first preview runs threaded while the GUI repaints (it competes for the 2 cores)
+and the later ones synchronously, so that ratio mixes both effects; the core modes isolate
+the first-call cost. The scan is the bundled CT phantom resampled to
 128 x 256 x 256 (the issue's 256 x 256 x 128 volume); the model is the registry default.
 
 Run under a display: ``xvfb-run -a .venv/bin/python benchmarks/bench_viewer.py``
@@ -125,7 +126,7 @@ def child_core(warm: bool, threads: int, rounds: int) -> dict:
     model = ct.call(load_model, ModelRegistry().default_model().path)
     index = vol.shape[0] // 2
     t0 = time.perf_counter()
-    intensity = (ct.call(warm_up, model, vol, cfg, index=index) if warm
+    intensity = (ct.call(warm_up, model, vol, cfg, index=index).intensity if warm
                  else ct.call(intensity_for, model, vol, cfg))
     warm_s = time.perf_counter() - t0 if warm else 0.0
     times = []

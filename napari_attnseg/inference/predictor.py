@@ -481,24 +481,33 @@ def count_model_windows(model: Any, volume: Volume, config: PredictConfig) -> in
                          model_divisor(model))
 
 
+@dataclass(frozen=True)
+class WarmUp:
+    """What :func:`warm_up` leaves for the interactive path."""
+
+    intensity: IntensityParams  #: the run's intensity normalization (``predict_slice(intensity=)``)
+    preview_seconds: float  #: how long the (warm) preview took: a good guess for the next one
+
+
 def warm_up(model: Any, volume: Volume | np.ndarray, config: PredictConfig | None = None, *,
-            index: int | None = None) -> IntensityParams:
-    """Prepare ``model`` for fast interactive previews of ``volume``; returns the intensity
-    normalization (pass it to :func:`predict_slice` as ``intensity=``).
+            index: int | None = None) -> WarmUp:
+    """Prepare ``model`` for fast interactive previews of ``volume``.
 
     The first forward pass at a new input shape costs about twice a steady one on the CPU
     (oneDNN builds its kernels per shape; batch-norm folding and channels-last weights are
-    cached on first use). This runs the preview path once, on slice ``index`` (default: the
-    middle one) with the volume's real shape, and discards the result, so the user's first
-    preview runs at the steady-state speed. Meant for a background thread when a model and an
-    image are chosen; it costs one preview.
+    cached on first use). This runs the preview path on slice ``index`` (default: the middle
+    one) with the volume's real shape, twice (the second run is timed), and discards the
+    results, so the user's first preview runs at the steady-state speed. Meant for a background
+    thread when a model and an image are chosen; it costs two previews.
     """
     config = config or PredictConfig()
     volume = as_volume(model, volume)
     intensity = intensity_for(model, volume, config)
     if volume.ndim == 2:
-        predict_slice(model, volume, 0, config, intensity=intensity)
+        index = 0
     else:
-        mid = volume.shape[0] // 2 if index is None else int(np.clip(index, 0, volume.shape[0] - 1))
-        predict_slice(model, volume, mid, config, intensity=intensity)
-    return intensity
+        index = volume.shape[0] // 2 if index is None else int(np.clip(index, 0, volume.shape[0] - 1))
+    predict_slice(model, volume, index, config, intensity=intensity)
+    t0 = time.perf_counter()
+    predict_slice(model, volume, index, config, intensity=intensity)
+    return WarmUp(intensity, time.perf_counter() - t0)

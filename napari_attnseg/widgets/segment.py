@@ -426,16 +426,18 @@ class SegmentWidget(QWidget):
 
         def job() -> Any:
             try:
-                intensity = warm_up(model, volume, cfg, index=index)
+                warm = warm_up(model, volume, cfg, index=index)
                 warm_layer_machinery()  # napari's first-layer imports, off the GUI thread too
-                return intensity
+                return warm
             finally:
                 idle.set()
 
         worker = create_worker(compute_thread().call, job, _start_thread=False)
 
-        def done(intensity: Any) -> None:
-            self._intensity = {key[:4]: intensity}
+        def done(warm: Any) -> None:
+            self._intensity = {key[:4]: warm.intensity}
+            if self._last_preview_s is None:  # so the first preview, if fast, runs like the next
+                self._last_preview_s = warm.preview_seconds
 
         def finished() -> None:
             self._warm_worker = None

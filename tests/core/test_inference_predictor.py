@@ -227,9 +227,10 @@ def test_warm_up_returns_the_run_normalization_and_changes_no_result(tmp_path):
     model = tiny_model(tmp_path, modality="MR")
     vol = _volume((5, 40, 36), modality="MR")
     cold = predict_slice(model, vol, 1)
-    intensity = warm_up(model, vol, index=4)
-    assert intensity == intensity_for(model, vol, PredictConfig())
-    warm = predict_slice(model, vol, 1, intensity=intensity)
+    result = warm_up(model, vol, index=4)
+    assert result.intensity == intensity_for(model, vol, PredictConfig())
+    assert 0 < result.preview_seconds < 10
+    warm = predict_slice(model, vol, 1, intensity=result.intensity)
     np.testing.assert_array_equal(warm.probabilities, cold.probabilities)
     assert warm_up(model, _volume((40, 36), modality="MR")) is not None  # 2D images too
     model3 = tiny_model(tmp_path, dims=3, name="m3")

@@ -293,6 +293,7 @@ def test_background_warm_up_primes_the_preview(widget, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: widget._warm_worker is None, timeout=20000)
     assert widget._warm_key is not None and widget._warm_key[0] == "scan"
     assert len(widget._intensity) == 1
+    assert widget._last_preview_s is not None  # timed by the warm-up: a fast first preview is sync
     threads = []
     real = predictor.warm_up
     monkeypatch.setattr(predictor, "warm_up",
