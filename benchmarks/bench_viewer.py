@@ -151,9 +151,9 @@ def child_volume(threads: int) -> dict:
         marks: dict[str, float] = {}
         show = widget.show_result
 
-        def timed_show(req, pred, *rest, show=show, marks=marks):
+        def timed_show(req, pred, *rest, show=show, marks=marks, **kw):
             marks["result"] = time.perf_counter()
-            show(req, pred, *rest)
+            show(req, pred, *rest, **kw)
             marks["shown"] = time.perf_counter()
 
         widget.show_result = timed_show

@@ -149,6 +149,7 @@ class JobRunner:
         self.result: Any = None
         self.elapsed_s: float = 0.0
         self._t0 = 0.0
+        self.synchronous = False  #: True while :meth:`run_sync` runs (the caller waits for it)
 
     # -- the body, run in the worker thread
     def _drive(self, events: queue.SimpleQueue, ack: threading.Semaphore | None) -> None:
@@ -227,6 +228,7 @@ class JobRunner:
         """Run the same body synchronously (tests, scripts): every progress report is handled
         before the job goes on; returns the result or CANCELLED."""
         gen = self._body(lockstep=True)
+        self.synchronous = True
         try:
             while True:
                 p = next(gen)
@@ -234,6 +236,8 @@ class JobRunner:
         except StopIteration as stop:
             self._returned(stop.value)
             return stop.value
+        finally:
+            self.synchronous = False
 
     @property
     def running(self) -> bool:

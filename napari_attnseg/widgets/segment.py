@@ -366,7 +366,8 @@ class SegmentWidget(QWidget):
                 merged["seconds"] = time.perf_counter() - t0
                 return pred
         self.runner = JobRunner(factory, self.progress, context="Segment",
-                                on_result=lambda pred: self.show_result(req, pred, merged))
+                                on_result=lambda pred: self.show_result(
+                                    req, pred, merged, defer=not self.runner.synchronous))
         return self.runner
 
     def _preview_base(self, req: SegmentRequest) -> _PreviewBase | None:
@@ -495,9 +496,12 @@ class SegmentWidget(QWidget):
                 return f"{name} (new)"
         return name
 
-    def show_result(self, req: SegmentRequest, pred: Any, merged: dict | None = None) -> None:
+    def show_result(self, req: SegmentRequest, pred: Any, merged: dict | None = None,
+                    defer: bool = False) -> None:
         """Write the labels and probability layers (GUI thread). For a slice preview,
-        ``merged`` holds the full-size arrays the worker built (``_PreviewBase.merge``)."""
+        ``merged`` holds the full-size arrays the worker built (``_PreviewBase.merge``). With
+        ``defer`` (a threaded run) a new probability layer is added a moment after the labels;
+        otherwise (scripts, ``run_sync``) both are there when this returns."""
         if req.image_name not in self.viewer.layers:
             raise ValueError(f"the image layer '{req.image_name}' was removed during the run")
         source = self.viewer.layers[req.image_name]
@@ -527,7 +531,7 @@ class SegmentWidget(QWidget):
         pkw["metadata"][META_KEY]["class_probabilities"] = classes
         pkw.update(colormap="magma", contrast_limits=(0.0, 1.0), blending="additive",
                    visible=False)
-        if prob_name in self.viewer.layers:
+        if not defer or prob_name in self.viewer.layers:
             upsert_layer(self.viewer, probs, self._unchanged_dropped(pkw), "image")
         else:
             # Creating a napari layer costs ~100 ms on the GUI thread (and its first draw as
