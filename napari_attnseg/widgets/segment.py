@@ -453,6 +453,12 @@ class SegmentWidget(QWidget):
         self._warm_worker = worker
         worker.start()
 
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        """Re-read the registry whenever the widget is shown (e.g. its tab is chosen again
+        after a fine-tune saved or activated a version)."""
+        super().showEvent(event)
+        self.refresh_models()
+
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
         """Let a running warm-up (well under a second) finish before the widget goes away, so
         its thread never reports to deleted Qt objects."""

@@ -371,8 +371,7 @@ def test_model_list_refreshes_and_follows_the_activated_fine_tune(make_napari_vi
     assert w.model_combo.findData(str(tuned.path)) >= 0  # listed
     assert w.model_folder() == base.path  # not active yet: the shipped one stays selected
     reg.set_active(base.name, tuned.version)
-    w.model_combo.showPopup()
-    w.model_combo.hidePopup()
+    w.show()  # showing the widget (its tab chosen again) re-reads the registry too
     assert w.model_folder() == tuned.path
     assert w.model_combo.itemText(w.model_combo.count() - 1) == "Browse folder..."
     # a folder the user picked survives a refresh and stays selected
