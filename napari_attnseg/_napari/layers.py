@@ -12,12 +12,17 @@ for any other direction ``translate`` is zero and ``affine = [direction | origin
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..volume import Volume, volume_from_affine
+
+logger = logging.getLogger(__name__)
 
 #: Key under which the plugin keeps geometry, header and provenance in ``layer.metadata``.
 META_KEY = "attnseg"
@@ -134,3 +139,40 @@ def derived_layer_kwargs(source_layer: Any, name: str,
     if shape is not None and tuple(shape) != vol.shape:
         raise ValueError(f"derived layer shape {shape} differs from the source {vol.shape}")
     return volume_to_layer_kwargs(vol, name=name, provenance=provenance)
+
+
+def _names_from(value: Any) -> dict[int, str]:
+    """``{index: name}`` from a dict (int or str keys) or a list of names; {} otherwise."""
+    out: dict[int, str] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            try:
+                out[int(k)] = str(v)
+            except (TypeError, ValueError):
+                continue
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        out = dict(enumerate(value))
+    return out
+
+
+def layer_label_names(layer: Any) -> dict[int, str]:
+    """Label names of a layer (labels, or a probability image): its
+    ``metadata["attnseg"]["label_names"]``, else the provenance's ``label_names`` (sample data,
+    predictions), else the ``label_names`` of the model folder named in the provenance (its small
+    config.json); ``{}`` when none is known."""
+    meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
+    if not isinstance(meta, dict):
+        return {}
+    prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+    for value in (meta.get("label_names"), prov.get("label_names")):
+        names = _names_from(value)
+        if names:
+            return names
+    folder = prov.get("model_folder")
+    if folder:
+        try:
+            config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+            return _names_from(config.get("label_names") if isinstance(config, dict) else None)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            logger.debug("no label names from %s: %s", folder, exc)
+    return {}

@@ -5,7 +5,6 @@ truth's grid (shape, spacing, origin, orientation) are refused, never scored sil
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -21,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._napari.layers import META_KEY, derived_layer_kwargs, layer_to_volume
+from .._napari.layers import META_KEY, derived_layer_kwargs, layer_label_names, layer_to_volume
 from .._progress import Job, Progress
 from ..errors import GeometryError
 from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
@@ -75,42 +74,6 @@ def compare_job(cfg: CompareConfig) -> Job[CompareResult]:
     if cfg.overlay_candidate is not None:
         overlay = error_overlay(dict(cfg.candidates)[cfg.overlay_candidate], cfg.gt)
     return CompareResult(report, per_slice, overlay, cfg)
-
-
-def _names_from(value: Any) -> dict[int, str]:
-    """``{index: name}`` from a dict (int or str keys) or a list of names; {} otherwise."""
-    out: dict[int, str] = {}
-    if isinstance(value, dict):
-        for k, v in value.items():
-            try:
-                out[int(k)] = str(v)
-            except (TypeError, ValueError):
-                continue
-    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        out = dict(enumerate(value))
-    return out
-
-
-def layer_label_names(layer: Any) -> dict[int, str]:
-    """Label names of a Labels layer: ``metadata["attnseg"]["label_names"]``, else the
-    provenance's ``label_names`` (sample data, predictions), else the ``label_names`` of the
-    model folder named in the provenance (its small config.json); ``{}`` when none is known."""
-    meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
-    if not isinstance(meta, dict):
-        return {}
-    prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
-    for value in (meta.get("label_names"), prov.get("label_names")):
-        names = _names_from(value)
-        if names:
-            return names
-    folder = prov.get("model_folder")
-    if folder:
-        try:
-            config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-            return _names_from(config.get("label_names") if isinstance(config, dict) else None)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            logger.debug("no label names from %s: %s", folder, exc)
-    return {}
 
 
 def _label_text(label: Any, names: dict[int, str]) -> str:

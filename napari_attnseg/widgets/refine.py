@@ -14,7 +14,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from .._napari.layers import META_KEY, derived_layer_kwargs, layer_to_volume
+from .._napari.layers import META_KEY, derived_layer_kwargs, layer_label_names, layer_to_volume
 from .._progress import Job
 from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
 
@@ -332,10 +332,21 @@ class RefineWidget(QWidget):
         img_layer = self.viewer.layers[cfg.image_name]
         kwargs = derived_layer_kwargs(img_layer, cfg.image_name + SUFFIX,
                                       self._provenance(cfg, res), shape=res.labels.shape)
+        self._carry_label_names(kwargs, cfg.source_name)
         upsert_layer(self.viewer, res.labels, kwargs, "labels")
         pct = 100.0 * res.n_changed / max(res.labels.size, 1)
         self.status.setText(f"CRF changed {res.n_changed} voxels ({pct:.2f}%) in "
                             f"{res.seconds:.2f} s ({res.params.mode})")
+
+    def _carry_label_names(self, kwargs: dict, source_name: str) -> None:
+        """The refined labels mean what the source's classes meant: keep their names (the
+        Compare table then shows "1 (organ)" for the CRF result too)."""
+        names = {}
+        if source_name in self.viewer.layers:
+            names = layer_label_names(self.viewer.layers[source_name])
+        # always set (also to {}): a re-run from another source must not keep stale names
+        meta = kwargs.setdefault("metadata", {}).setdefault(META_KEY, {})
+        meta["label_names"] = {str(k): v for k, v in names.items()}
 
     def _show_preview(self, cfg: RefineConfig, out: Any) -> None:
         res, z = out
@@ -348,6 +359,7 @@ class RefineWidget(QWidget):
             labels = full
         kwargs = derived_layer_kwargs(img_layer, cfg.image_name + PREVIEW_SUFFIX,
                                       self._provenance(cfg, res), shape=labels.shape)
+        self._carry_label_names(kwargs, cfg.source_name)
         upsert_layer(self.viewer, labels, kwargs, "labels")
         where = f"slice {z}" if z is not None else "image"
         self.status.setText(f"Preview ({where}): {res.n_changed} voxels changed in "

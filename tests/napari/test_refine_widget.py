@@ -140,3 +140,24 @@ def test_new_segmentation_probabilities_are_preselected_and_results_shown_once(
     assert w.progress.status.text().startswith("CRF changed")
     texts = [lbl.text() for lbl in w.findChildren(type(w.status)) if lbl.text()]
     assert sum("CRF changed" in t for t in texts) == 1
+
+
+def test_refined_layer_keeps_the_source_label_names(make_napari_viewer, qtbot):
+    """The CRF result carries the class names of what it refined, so Compare can name them."""
+    from napari_attnseg._napari.layers import layer_label_names
+
+    viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
+    viewer.layers["scan [attnseg] probabilities"].metadata[META_KEY] = {
+        "provenance": {"label_names": {"0": "background", "1": "tumour"}}}
+    w.source_combo.setCurrentText("scan [attnseg] probabilities")
+    w.image_combo.setCurrentText("scan")
+    w.mode_combo.setCurrentText("2d")
+    w.refine_volume(sync=True)
+    refined = viewer.layers["scan" + SUFFIX]
+    assert layer_label_names(refined) == {0: "background", 1: "tumour"}
+    w.preview(sync=True)
+    assert layer_label_names(viewer.layers["scan" + PREVIEW_SUFFIX])[1] == "tumour"
+    # a source without names adds none
+    w.source_combo.setCurrentText("truth")
+    w.refine_volume(sync=True)
+    assert layer_label_names(viewer.layers["scan" + SUFFIX]) == {}
