@@ -12,9 +12,11 @@ threads, so the cure is to run all such work on one long-lived thread:
 * :func:`compute_thread` is that thread, created on first use and shared by every widget of the
   process; :meth:`ComputeThread.call` runs a function there and waits for its result, and
   :meth:`ComputeThread.submit` returns a :class:`concurrent.futures.Future`;
-* when it is busy (a fine-tune is training and the user asks for a preview), the new work runs at
-  once on a fresh thread that ends with it (its OpenMP team ends too), so nothing queues behind a
-  long job;
+* when it is busy with real work (a fine-tune is training and the user asks for a preview), the
+  new work runs at once on a fresh thread that ends with it (its OpenMP team ends too), so nothing
+  queues behind a long job; *background* work (a warm-up, under a second) never causes that: work
+  submitted meanwhile queues behind it on the compute thread, and background work submitted while
+  the thread is busy simply waits its turn;
 * a call made on the compute thread itself runs directly.
 
 Scripts and the command line run everything on their main thread and need none of this. The
@@ -38,27 +40,39 @@ class ComputeThread:
         self.name = name
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._lock = threading.Lock()
-        self._in_flight = 0
+        self._in_flight = 0  #: foreground calls queued or running on the compute thread
         self._ident: int | None = None
         self.overflow_runs = 0  #: calls that ran on an extra thread because this one was busy
 
-    def _run_primary(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
+    def _run_primary(self, fn: Callable[..., T], args: tuple, kwargs: dict,
+                     counted: bool) -> T:
         self._ident = threading.get_ident()
         try:
             return fn(*args, **kwargs)
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            if counted:
+                with self._lock:
+                    self._in_flight -= 1
 
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> concurrent.futures.Future:
-        """Run ``fn(*args, **kwargs)`` on the compute thread (or, when it is busy, on a fresh
-        thread that exits afterwards); returns its future."""
+        """Run ``fn(*args, **kwargs)`` on the compute thread (or, when it is busy with other
+        foreground work, on a fresh thread that exits afterwards); returns its future."""
+        return self._submit(fn, args, kwargs, background=False)
+
+    def submit_background(self, fn: Callable[..., T], *args: Any,
+                          **kwargs: Any) -> concurrent.futures.Future:
+        """Queue short optional work (a warm-up) on the compute thread: it never makes other work
+        overflow to another thread, and waits behind work already queued."""
+        return self._submit(fn, args, kwargs, background=True)
+
+    def _submit(self, fn: Callable[..., T], args: tuple, kwargs: dict,
+                background: bool) -> concurrent.futures.Future:
         with self._lock:
-            busy = self._in_flight > 0
-            if not busy:
+            busy = self._in_flight > 0 and not background
+            if not busy and not background:
                 self._in_flight += 1
         if not busy:
-            return self._executor.submit(self._run_primary, fn, args, kwargs)
+            return self._executor.submit(self._run_primary, fn, args, kwargs, not background)
         self.overflow_runs += 1
         future: concurrent.futures.Future = concurrent.futures.Future()
 

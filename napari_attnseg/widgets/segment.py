@@ -433,7 +433,8 @@ class SegmentWidget(QWidget):
             finally:
                 idle.set()
 
-        worker = create_worker(compute_thread().call, job, _start_thread=False)
+        worker = create_worker(lambda: compute_thread().submit_background(job).result(),
+                               _start_thread=False)
 
         def done(warm: Any) -> None:
             self._intensity = {key[:4]: warm.intensity}

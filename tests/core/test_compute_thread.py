@@ -46,3 +46,26 @@ def test_busy_thread_overflows_to_a_short_lived_thread():
     overflow["thread"].join(timeout=5)
     assert not overflow["thread"].is_alive()  # its OpenMP team goes with it
     assert ct.call(threading.get_ident) == primary  # back on the persistent thread
+
+
+def test_background_work_never_pushes_work_to_another_thread():
+    """A warm-up (background) running when a job arrives: the job queues behind it on the
+    compute thread instead of starting a second OpenMP team on an overflow thread."""
+    ct = ComputeThread("t")
+    release = threading.Event()
+    warm = ct.submit_background(lambda: (release.wait(5), threading.get_ident())[1])
+    time.sleep(0.05)
+    job = ct.submit(threading.get_ident)
+    time.sleep(0.05)
+    assert not job.done()  # waiting behind the warm-up
+    release.set()
+    assert job.result(timeout=5) == warm.result(timeout=5) == ct.ident
+    assert ct.overflow_runs == 0
+    # while real work runs, background work waits its turn on the compute thread too
+    release.clear()
+    long_job = ct.submit(lambda: (release.wait(5), threading.get_ident())[1])
+    time.sleep(0.05)
+    later = ct.submit_background(threading.get_ident)
+    release.set()
+    assert later.result(timeout=5) == long_job.result(timeout=5) == ct.ident
+    assert ct.overflow_runs == 0
