@@ -83,7 +83,8 @@ class SegmentWidget(QWidget):
         self._intensity: dict[tuple, Any] = {}
         self._warm_key: tuple | None = None  #: what the model was last warmed up for
         self._warm_worker: Any = None
-        self._warm_pending: tuple | None = None
+        self._warm_pending: tuple | None = None  #: (key, folder, config) asked for meanwhile
+        self._warm_idle: threading.Event | None = None  #: set when the running warm-up ends
         self._pending_layers = 0  #: result layers scheduled for the next event-loop turn
         self._last_preview_s: float | None = None
         self.runner: JobRunner | None = None
@@ -409,11 +410,10 @@ class SegmentWidget(QWidget):
         image_name = self.image_combo.currentText()
         key = self._intensity_key(image_name, volume, folder, cfg) + (
             cfg.device, cfg.precision, cfg.window, cfg.tta)
-        if key == self._warm_key or key == self._warm_pending:
+        if key == self._warm_key or (self._warm_pending and key == self._warm_pending[0]):
             return
         if self._warm_worker is not None:
-            self._warm_pending = key
-            self._warm_args = (folder, cfg)
+            self._warm_pending = (key, folder, cfg)
             return
         from napari.qt.threading import create_worker
 
@@ -444,8 +444,8 @@ class SegmentWidget(QWidget):
         def finished() -> None:
             self._warm_worker = None
             pending, self._warm_pending = self._warm_pending, None
-            if pending is not None and pending != self._warm_key:
-                self._warm_up(*self._warm_args)
+            if pending is not None and pending[0] != self._warm_key:
+                self._warm_up(*pending[1:])
 
         worker.returned.connect(done)
         # a failed warm-up is harmless: the real run reports the problem properly
@@ -463,9 +463,8 @@ class SegmentWidget(QWidget):
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
         """Let a running warm-up (well under a second) finish before the widget goes away, so
         its thread never reports to deleted Qt objects."""
-        idle = getattr(self, "_warm_idle", None)
-        if self._warm_worker is not None and idle is not None:
-            idle.wait(timeout=5.0)
+        if self._warm_worker is not None and self._warm_idle is not None:
+            self._warm_idle.wait(timeout=5.0)
         super().closeEvent(event)
 
     def _intensity_for(self, model: Any, req: SegmentRequest) -> Any:
