@@ -22,6 +22,7 @@ import csv
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,6 +334,15 @@ def _read_nifti(path: Path, labels: bool = False) -> Volume:
     return vol
 
 
+_FRAME_SUFFIX = re.compile(r"_(frame|phase|time|t)\d+$", re.IGNORECASE)
+
+
+def subject_of(case: str) -> str:
+    """The subject a case belongs to, for splitting by subject: ``patient001_frame12`` (ACDC's
+    cardiac phases of one patient) -> ``patient001``; other names are their own subject."""
+    return _FRAME_SUFFIX.sub("", case)
+
+
 def read_decathlon(folder: str | Path) -> tuple[list[TrainingPair], DatasetInfo]:
     """Read a Medical Segmentation Decathlon / nnU-Net folder: ``dataset.json`` (``labels``,
     ``modality`` (MSD, nnU-Net v1) or ``channel_names`` (v2)), ``imagesTr/`` and ``labelsTr/``.
@@ -366,6 +376,10 @@ def read_decathlon(folder: str | Path) -> tuple[list[TrainingPair], DatasetInfo]
     img_dir, lab_dir = folder / "imagesTr", folder / "labelsTr"
     if not lab_dir.is_dir() or not img_dir.is_dir():
         raise ReadError(folder, "needs imagesTr/ and labelsTr/ folders")
+    subjects = {}  # optional per-entry "subject" in dataset.json's "training" list
+    for entry in meta.get("training", []) if isinstance(meta.get("training"), list) else []:
+        if isinstance(entry, dict) and entry.get("subject") and entry.get("label"):
+            subjects[Path(str(entry["label"])).name[: -len(ext)]] = str(entry["subject"])
     pairs = []
     for lab in sorted(p for p in lab_dir.iterdir() if p.name.endswith(ext) and not p.name.startswith(".")):
         case = lab.name[: -len(ext)]
@@ -376,7 +390,7 @@ def read_decathlon(folder: str | Path) -> tuple[list[TrainingPair], DatasetInfo]
         image = _read_nifti(img)
         if not image.modality and modality:
             image = Volume(**{**image.__dict__, "modality": modality})
-        pairs.append(TrainingPair(image, _read_nifti(lab, labels=True), None, case))
+        pairs.append(TrainingPair(image, _read_nifti(lab, labels=True), None, subjects.get(case) or subject_of(case)))
     if not pairs:
         raise ReadError(lab_dir, f"holds no label files ending in {ext}")
     info = DatasetInfo(

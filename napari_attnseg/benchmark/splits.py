@@ -1,0 +1,60 @@
+"""Fixed, documented patient-level splits of the real multi-case datasets in ``../shared/data``
+(ACDC, CHAOS, OpenKBP) and a writer of a Decathlon-layout training subset (symbolic links, so the
+data are never copied).
+
+The test patients are chosen once, by rule, and never used for training or model selection:
+
+* ACDC: the 80 patients sorted; every fifth starting at the third (positions 2, 7, 12, ...): 16
+  test patients, spread over the five pathology groups (the patients are numbered by group).
+* CHAOS: cases sorted; positions 1, 5, 9, ... (every fourth): 4 of 15.
+* OpenKBP: patients sorted; every fifth starting at the third: 20 of 100.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..training.dataset import subject_of
+
+_RULES = {"acdc": (5, 2), "chaos_mr_t2": (4, 1), "openkbp_ct": (5, 2)}
+
+
+def _entries(folder: Path) -> tuple[dict, list[dict]]:
+    meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+    return meta, [e for e in meta.get("training", []) if isinstance(e, dict)]
+
+
+def case_of(entry: dict) -> str:
+    return Path(str(entry["label"])).name.split(".nii")[0]
+
+
+def split_subjects(folder: str | Path) -> tuple[list[str], list[str]]:
+    """``(train_subjects, test_subjects)`` of a shared dataset by its fixed rule."""
+    folder = Path(folder)
+    period, offset = _RULES[folder.name]
+    _, entries = _entries(folder)
+    subjects = sorted({subject_of(case_of(e)) for e in entries})
+    test = [s for i, s in enumerate(subjects) if i % period == offset]
+    train = [s for s in subjects if s not in test]
+    return train, test
+
+
+def write_subset(src: str | Path, dst: str | Path, subjects: list[str]) -> Path:
+    """A Decathlon folder at ``dst`` holding only ``subjects``' cases of ``src`` (links)."""
+    src, dst = Path(src).resolve(), Path(dst)
+    meta, entries = _entries(src)
+    keep = [e for e in entries if subject_of(case_of(e)) in set(subjects)]
+    for sub in ("imagesTr", "labelsTr"):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+    for e in keep:
+        for key in ("image", "label"):
+            target = (src / str(e[key])).resolve()
+            link = dst / Path(str(e[key])).parent.name / target.name
+            if not link.exists():
+                os.symlink(target, link)
+    out = {**meta, "training": keep,
+           "numTraining": len(keep)}
+    (dst / "dataset.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
+    return dst

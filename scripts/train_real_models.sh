@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Train the models of real anatomy (issue 15) on the project's 2-core CPU machine, one at a time,
+# each resumable (re-run the same line with RESUME=1 after an interruption).
+#
+#   bash scripts/train_real_models.sh acdc            # ACDC cine cardiac MR (about 1 h 50)
+#   RESUME=1 bash scripts/train_real_models.sh acdc   # continue from its checkpoint
+#
+# The test patients of each dataset (napari_attnseg/benchmark/splits.py) are left out of the
+# training folder entirely: they are used neither for training nor for model selection. The
+# training folder holds symbolic links into ../shared/data (nothing is copied).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${ATTNSEG_DATA:-../shared/data}
+WORK=${WORK:-/tmp/attnseg_real}
+PY=${PY:-.venv/bin/python}
+ATTNSEG=${ATTNSEG:-.venv/bin/attnseg}
+RES=""
+[ "${RESUME:-0}" = "1" ] && RES="--resume"
+mkdir -p "$WORK"
+
+subset() {  # subset DATASET -> $WORK/DATASET_train (training patients only)
+    "$PY" -c "
+import sys
+from napari_attnseg.benchmark.splits import split_subjects, write_subset
+train, test = split_subjects(sys.argv[1])
+write_subset(sys.argv[1], sys.argv[2], train)
+print(len(train), 'training subjects;', len(test), 'test subjects:', ' '.join(test))
+" "$DATA/$1" "$WORK/$1_train"
+}
+
+case "${1:-acdc}" in
+acdc)
+    subset acdc
+    # 64 training patients (x2 phases); 10 % of them (6 patients) validate for model selection.
+    "$ATTNSEG" train "$WORK/acdc_train" -o "$WORK/acdc-cardiac-mr-2d" --checkpoint-dir "$WORK/acdc.ckpt" $RES \
+        --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 224 224 --batch-size 8 \
+        --epochs 32 --steps-per-epoch 250 --max-seconds 6600 --val-fraction 0.1 --patience 0 \
+        --seed 0 --threads 2 -q
+    ;;
+*)
+    echo "unknown model: $1 (acdc)" >&2; exit 2 ;;
+esac
