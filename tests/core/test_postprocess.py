@@ -1,0 +1,70 @@
+"""Post-processing and the head-circumference measurement, against independent computations."""
+
+import math
+
+import numpy as np
+import pytest
+
+from napari_attnseg.inference.postprocess import (
+    Ellipse, apply_postprocess, ellipse_circumference, ellipse_mask, fill_holes, fit_ellipse,
+    head_circumference, largest_component,
+)
+
+
+def _perimeter_numeric(a, b, n=200_000):
+    t = np.linspace(0, 2 * np.pi, n + 1)
+    return float(np.sum(np.hypot(np.diff(a * np.cos(t)), np.diff(b * np.sin(t)))))
+
+
+@pytest.mark.parametrize("a,b", [(30, 30), (40, 25), (50, 10)])
+def test_ramanujan_matches_numeric_perimeter(a, b):
+    assert ellipse_circumference(a, b) == pytest.approx(_perimeter_numeric(a, b), rel=1e-6)
+    assert ellipse_circumference(a, a) == pytest.approx(2 * math.pi * a)
+
+
+def test_fit_recovers_a_drawn_ellipse_and_its_circumference_in_mm():
+    true = Ellipse(yc=70.0, xc=90.0, a=55.0, b=38.0, theta=0.6)
+    mask = ellipse_mask(true, (150, 190))
+    fit = fit_ellipse(mask)
+    assert fit is not None
+    assert (fit.yc, fit.xc) == pytest.approx((70.0, 90.0), abs=0.1)
+    assert sorted((fit.a, fit.b)) == pytest.approx([38.0, 55.0], abs=0.3)
+    hc, _ = head_circumference(mask, 0.2)
+    assert hc == pytest.approx(0.2 * _perimeter_numeric(55.0, 38.0), rel=0.01)
+
+
+def test_anisotropic_pixels_measure_in_mm():
+    circle = Ellipse(50.0, 50.0, 30.0, 30.0, 0.0)
+    # 0.5 mm rows, 1 mm columns: in mm it is an ellipse with semi-axes 15 (y) and 30 (x)
+    assert circle.circumference((0.5, 1.0)) == pytest.approx(_perimeter_numeric(30.0, 15.0), rel=1e-5)
+
+
+def test_head_circumference_keeps_one_filled_head():
+    mask = ellipse_mask(Ellipse(60, 60, 40, 30, 0.0), (120, 160))
+    mask[55:65, 55:65] = False  # a hole
+    mask[5:10, 140:150] = True  # a speck elsewhere
+    hc, ell = head_circumference(mask, 1.0)
+    assert ell is not None and hc == pytest.approx(_perimeter_numeric(40, 30), rel=0.02)
+    assert math.isnan(head_circumference(np.zeros((20, 20), bool))[0])
+
+
+def test_largest_component_and_fill_holes():
+    m = np.zeros((20, 20), bool)
+    m[2:5, 2:5] = True
+    m[8:18, 8:18] = True
+    m[12, 12] = False
+    out = fill_holes(largest_component(m))
+    assert not out[2:5, 2:5].any() and out[8:18, 8:18].all()
+
+
+def test_apply_postprocess_touches_only_its_class_and_slices_3d():
+    lab = np.zeros((2, 40, 40), np.uint8)
+    lab[:, 5:30, 5:30] = 1
+    lab[:, 35:38, 35:38] = 1  # speck of class 1
+    lab[:, 0:2, 0:2] = 2  # another class, kept
+    out = apply_postprocess(lab, ["largest_component"])
+    assert (out[:, 35:38, 35:38] == 0).all() and (out[:, 0:2, 0:2] == 2).all()
+    assert (out[:, 5:30, 5:30] == 1).all()
+    assert (lab[:, 35:38, 35:38] == 1).all()  # input untouched
+    with pytest.raises(ValueError, match="unknown post-processing"):
+        apply_postprocess(lab, ["bogus"])
