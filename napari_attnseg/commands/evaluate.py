@@ -19,8 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pred", help="predicted labels (NIfTI, DICOM folder, NRRD)")
     parser.add_argument("gt", help="ground-truth labels on the same grid")
     parser.add_argument("--spacing", type=float, nargs="+", metavar="S",
-                        help="voxel size in mm per array axis (z y x, or y x); overrides the "
-                             "files' spacing (the shapes must still match)")
+                        help="voxel size in mm per array axis (z y x, or y x; one value: the "
+                             "same on every axis, e.g. a 2D image's pixel size); overrides the "
+                             "files' spacing (the shapes must still match). 2D images without "
+                             "it: a filename,pixel_size_mm CSV beside them, else 1 mm")
     parser.add_argument("--tolerance-mm", type=float, default=1.0,
                         help="surface Dice tolerance in mm (default 1)")
     parser.add_argument("--labels", type=int, nargs="+", metavar="L",
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             "shapes; resample the prediction onto the ground-truth grid first"
         )
     if args.spacing:
-        spacing = tuple(args.spacing)
+        spacing = tuple(args.spacing) * (gt.ndim if len(args.spacing) == 1 else 1)
         if len(spacing) != gt.ndim:
             raise ValueError(f"--spacing needs {gt.ndim} values (one per array axis), "
                              f"got {len(spacing)}")

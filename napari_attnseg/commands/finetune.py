@@ -13,6 +13,8 @@ import logging
 import shutil
 from pathlib import Path
 
+from ._spacing import add_spacing_argument, apply_spacing
+
 logger = logging.getLogger(__name__)
 
 
@@ -35,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--precision", default="fp32", help="fp32 or bf16")
     parser.add_argument("--seed", type=int, default=0)
+    add_spacing_argument(parser)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -82,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     dims = base.spec.arch.spatial_dims
     pairs = []
     for ip, lp in zip(images, labels):
-        img = read_volume(ip)
-        lab = read_volume(lp)
+        img = apply_spacing(read_volume(ip), args.spacing, ip)
+        lab = apply_spacing(read_volume(lp), args.spacing, lp)
         data = np.asarray(lab.data)
         if not np.issubdtype(data.dtype, np.integer):
             data = np.rint(data).astype(np.int64)

@@ -1,6 +1,8 @@
 """``attnseg predict IN -o OUT.nii.gz --model NAME|FOLDER``: segment a scan (NIfTI file, DICOM
-folder, NRRD) with a model from the registry or a model folder; the same code path as the
-Segment widget. Writes the labels with the scan's geometry and the provenance (model id, weights
+folder, NRRD, 2D image) with a model from the registry or a model folder; the same code path as
+the Segment widget. Without ``--model`` the model is chosen by the scan's modality and anatomy
+with the Segment widget's rule (:mod:`napari_attnseg.model.choose`), or the command says that
+no installed model fits. Writes the labels with the scan's geometry and the provenance (model id, weights
 hash, parameters) in the writer's sidecar; ``--probabilities`` also writes the foreground
 probability map (1 - P(background), float32; for two-class models the class-1 probability).
 """
@@ -11,6 +13,8 @@ import argparse
 import logging
 import sys
 
+from ._spacing import add_spacing_argument, read_with_spacing
+
 logger = logging.getLogger(__name__)
 
 
@@ -18,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="scan to segment: NIfTI file, DICOM folder or NRRD file")
     parser.add_argument("-o", "--output", required=True, help="labels output (.nii.gz / .nii)")
     parser.add_argument("--model", default=None,
-                        help="model name, name@version or model folder "
-                             "(default: the registry's default model)")
+                        help="model name, name@version or model folder (default: the installed "
+                             "model for the scan's modality and anatomy, as the Segment widget "
+                             "chooses it; none fits: an error saying so)")
     parser.add_argument("--overlap", type=float, default=0.5,
                         help="sliding-window overlap in [0, 1) (default 0.5)")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -32,28 +37,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="2D models: whole slice per window (slice, fastest), the training "
                              "patch with blended overlap (patch), or auto (default: slice)")
     parser.add_argument("--modality", default=None,
-                        help="intensity preset CT, MR or US (default: from the model / scan)")
+                        help="the scan's modality CT, MR or US (default: detected from the file); "
+                             "chooses the model when --model is not given, and sets the "
+                             "intensity preset")
     parser.add_argument("--probabilities", default=None, metavar="OUT_PROBS",
                         help="also write the foreground probability map here")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for PyTorch (default: PyTorch's choice)")
+    add_spacing_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def resolve_model_folder(ref: str | None):
-    """The model folder for ``--model`` (or the registry default), with a fix-it message."""
+def resolve_model_folder(ref: str | None, volume=None):
+    """The model folder for ``--model``, else the model :func:`~napari_attnseg.model.choose.
+    choose_model` picks for ``volume``'s modality and anatomy (the Segment widget's rule);
+    ModelError saying plainly why when none fits."""
     from ..errors import ModelError
+    from ..model.choose import choose_model, mismatch, model_info
     from ..model.registry import ModelRegistry
 
     reg = ModelRegistry()
+    modality = getattr(volume, "modality", "") if volume is not None else ""
+    anatomy = dict(getattr(volume, "header", {}) or {}).get("anatomy", "") if volume is not None else ""
     if ref:
-        return reg.resolve(ref)
-    entry = reg.default_model()
-    if entry is None:
-        raise ModelError(
-            "no model installed: train one with `attnseg train` or give a model folder with --model"
-        )
-    return entry.path
+        folder = reg.resolve(ref)
+        if volume is not None:
+            problem = mismatch(model_info(folder), modality, anatomy)
+            if problem:
+                logger.warning("%s: %s", ref, problem)
+        return folder
+    choice = choose_model(modality, anatomy, registry=reg)
+    if choice.info is None:
+        raise ModelError(f"{choice.message}. Give a model with --model (name, name@version or "
+                         "a folder)" + ("" if modality else ", or the modality with --modality"))
+    logger.info("%s for a %s image", choice.message, modality + (f" ({anatomy})" if anatomy else ""))
+    return choice.info.path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..inference.device import device_summary, select_device
     from ..inference.predictor import PredictConfig, plan_prediction, predict_job
-    from ..io import read_volume, write_volume
+    from ..io import write_volume
     from ..model.checkpoint import load_model
     from ._common import run_with_progress
 
@@ -72,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
     config = PredictConfig(overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
                            device=args.device, precision=args.precision, modality=args.modality,
                            window=args.window)
-    folder = resolve_model_folder(args.model)
+    volume = read_with_spacing(args.input, args.spacing, modality=args.modality or None)
+    folder = resolve_model_folder(args.model, volume)
     device = select_device(config.device)
     model = load_model(folder, device="cpu")
-    volume = read_volume(args.input)
     plan = plan_prediction(model, volume, config, device=device)
     logger.info("model %s on %s; %s", model.model_id, device_summary(device), plan.message)
     if device.type == "cpu":

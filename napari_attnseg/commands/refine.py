@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import GeometryError, ReadError
 from ._common import run_with_progress
+from ._spacing import add_spacing_argument, apply_spacing
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"CRF {name} (default: from the modality preset)")
     parser.add_argument("--mode", choices=["auto", "2d", "3d"], default=None,
                         help="2d per slice, 3d whole volume, auto (default)")
+    add_spacing_argument(parser)  # the image's pixel size (CRF bandwidths are in mm)
     parser.add_argument("--no-protect", action="store_true",
                         help="let the CRF erase a class (default: a class shrunk by more than "
                              "--max-shrink keeps its input labels)")
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from ..crf import default_params, refine_job
     from ..io import read_volume, write_volume
 
-    image = read_volume(args.image)
+    image = apply_spacing(read_volume(args.image), getattr(args, "spacing", None), args.image)
     probs = read_probabilities(args.probs, image.shape)
     modality = image.modality if args.modality is None else args.modality
     params = default_params(modality)

@@ -6,6 +6,7 @@ Importing this package is cheap: nibabel, pydicom, pynrrd and imageio load on fi
 Public API
 ----------
 read_volume(path, series_uid=None, *, split_4d=None, pixel_size_mm=None, modality=None) -> Volume
+    (the modality, when not given, is detected: see :mod:`napari_attnseg.io.modality`)
 list_series(path) -> list[SeriesInfo]
 write_volume(volume, path, *, reference=None, provenance=None) -> Path
 can_read(path) -> bool, detect_format(path) -> str | None
@@ -92,7 +93,8 @@ def read_volume(path: str | Path, series_uid: str | None = None, *,
         slices, with a warning naming the others); see :func:`list_series`.
     split_4d : index of the volume to take from a 4D file (4D files without it raise ReadError).
     pixel_size_mm : pixel size of plain 2D images (default 1.0 mm, with a warning).
-    modality : override the modality ("CT", "MR", "US", "").
+    modality : override the modality ("CT", "MR", "US", ""); by default it is detected from
+        what the file says (:func:`napari_attnseg.io.modality.detect_modality`).
 
     Raises ReadError (naming the file) for anything that cannot be read faithfully.
     """
@@ -135,8 +137,25 @@ def read_volume(path: str | Path, series_uid: str | None = None, *,
             from .._options import choose
 
             modality = choose(modality, [m for m in MODALITIES if m], "modality")
-        vol = replace(vol, modality=modality)
+        vol = replace(vol, modality=modality,
+                      header={**vol.header, "modality_source": "set by the user"})
+    elif not vol.is_labels:
+        vol = with_detected_modality(vol, p)
     return vol
+
+
+def with_detected_modality(vol: Volume, path: str | Path | None = None) -> Volume:
+    """``vol`` with the modality and anatomy its file states (see :mod:`.modality`), recorded in
+    ``modality`` and ``header["modality_source" / "anatomy" / "anatomy_source"]``."""
+    from .modality import detect_modality
+
+    guess = detect_modality(vol, path)
+    header = dict(vol.header)
+    if guess.modality:
+        header["modality_source"] = guess.source
+    if guess.anatomy:
+        header.update(anatomy=guess.anatomy, anatomy_source=guess.anatomy_source)
+    return replace(vol, modality=guess.modality, header=header)
 
 
 def list_series(path: str | Path) -> list[SeriesInfo]:

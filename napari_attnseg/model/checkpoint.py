@@ -67,6 +67,9 @@ class ModelSpec:
     ``provenance`` records data source, training parameters, hashes and metrics.
     ``inplane_zoom`` (2D models) is the factor each slice is resized by before the network
     (0.25: the model was trained on images downsampled x4); outputs are resized back.
+    ``anatomy`` names what the model segments in ("heart", "fetal head", "phantom" for the
+    synthetic demo data; "" when not declared): with ``modality`` it decides which images the
+    model is chosen for (:mod:`napari_attnseg.model.choose`).
     """
 
     arch: UNetConfig
@@ -80,6 +83,7 @@ class ModelSpec:
     parent: str | None = None
     provenance: dict = field(default_factory=dict)
     inplane_zoom: float = 1.0
+    anatomy: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, UNetConfig):
@@ -128,6 +132,7 @@ class ModelSpec:
         object.__setattr__(self, "name", str(self.name))
         object.__setattr__(self, "version", str(self.version))
         object.__setattr__(self, "modality", str(self.modality or ""))
+        object.__setattr__(self, "anatomy", str(self.anatomy or "").strip())
         if self.parent is not None:
             object.__setattr__(self, "parent", str(self.parent))
 
@@ -150,6 +155,7 @@ class ModelSpec:
             "parent": self.parent,
             "provenance": self.provenance,
             "inplane_zoom": self.inplane_zoom,
+            "anatomy": self.anatomy,
         }
 
     @classmethod

@@ -58,7 +58,8 @@ def test_predict_cli_writes_labels_and_probabilities(tmp_path, capsys):
 def test_predict_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
     from napari_attnseg.model.registry import ModelRegistry
 
-    monkeypatch.setattr(ModelRegistry, "default_model", lambda self: None)  # none shipped
+    monkeypatch.setattr(ModelRegistry, "default_model", lambda self, *a: None)  # none shipped
+    monkeypatch.setattr("napari_attnseg.model.registry.SHIPPED_ROOT", tmp_path / "none")
     scan, _ = _scan(tmp_path)
     rc = main(["predict", str(scan), "-o", str(tmp_path / "x.nii.gz"),
                "--model", str(tmp_path / "nope")])
