@@ -67,7 +67,13 @@ def layer_data_tuple(volume: Volume, name: str | None = None,
                      layer_type: str | None = None) -> tuple[np.ndarray, dict[str, Any], str]:
     """A napari LayerDataTuple for ``volume`` (Labels for label volumes, else Image)."""
     kind = layer_type or ("labels" if volume.is_labels else "image")
-    return (volume.data, volume_to_layer_kwargs(volume, name, provenance), kind)
+    kwargs = volume_to_layer_kwargs(volume, name, provenance)
+    if kind == "labels":  # known names/colours: a direct colormap and a features table
+        from .label_style import label_layer_style
+
+        kwargs.update(label_layer_style({**dict(volume.metadata), **dict(provenance or {})},
+                                        volume.data))
+    return (volume.data, kwargs, kind)
 
 
 def _linear_part(value: Any, n: int, what: str) -> np.ndarray:

@@ -31,7 +31,7 @@ def _paths(path: str | Sequence[str]) -> list[str]:
 def layer_name(path: str | Path) -> str:
     """Layer name for a file or folder: the name without .nii/.nii.gz/.nrrd/.dcm."""
     name = Path(path).name or str(path)
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".dcm", ".ima"):
+    for suffix in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".dcm", ".ima"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -52,7 +52,15 @@ def read_one(path: str | Path) -> list[LayerDataTuple]:
     from napari.utils.notifications import show_warning
 
     from .. import io
+    from ..io.formats_in import read_label_layers
 
+    layers = read_label_layers(path)  # seg.nrrd / DICOM-SEG: a labels layer per layer
+    if layers is not None:
+        base = layer_name(path)
+        for msg in {m for v in layers for m in v.warnings}:
+            show_warning(f"{Path(path).name}: {msg}")
+        return [layer_data_tuple(v, name=base if len(layers) == 1 else f"{base} [layer {i + 1}]")
+                for i, v in enumerate(layers)]
     vol = io.read_volume(path)
     for msg in vol.warnings:
         show_warning(f"{Path(path).name}: {msg}")

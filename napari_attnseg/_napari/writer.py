@@ -53,6 +53,10 @@ def _write(path: str, data: Any, meta: Mapping[str, Any], is_labels: bool) -> li
     plugin_meta = (meta.get("metadata") or {}).get(META_KEY)
     if plugin_meta is None:
         provenance["geometry_from"] = "layer scale/translate/affine (no attnseg metadata)"
+    if is_labels:  # names (features / metadata) and colours (the layer's colormap)
+        from .label_style import label_metadata_from_layer
+
+        provenance.update(label_metadata_from_layer(meta, data))
     out = io.write_volume(vol, _target(path), provenance=provenance)
     return [str(out)]
 

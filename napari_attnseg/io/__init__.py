@@ -124,14 +124,19 @@ def read_volume(path: str | Path, series_uid: str | None = None, *,
             vol = read_nifti(p, split_4d=split_4d)
         elif fmt == "nrrd":
             from .nrrd import read_nrrd
+            from .seg_nrrd import is_seg_nrrd, read_seg_nrrd
 
-            vol = read_nrrd(p, split_4d=split_4d)
+            vol = read_seg_nrrd(p) if is_seg_nrrd(p) else read_nrrd(p, split_4d=split_4d)
         else:
             if split_4d is not None:
                 raise ReadError(p, "split_4d applies to 4D NIfTI/NRRD files, not 2D images")
             from .image2d import read_image2d
 
             vol = read_image2d(p, pixel_size_mm=pixel_size_mm)
+    if vol.is_labels and fmt != "dicom":
+        from .labeltable import with_label_info
+
+        vol = with_label_info(vol, p)  # names/colours from the sidecar or a label table beside
     if modality is not None:
         if modality not in MODALITIES:
             from .._options import choose
@@ -200,7 +205,13 @@ def _nifti_info(p: Path) -> SeriesInfo:
 def write_volume(volume: Volume, path: str | Path, *, reference: Volume | None = None,
                  provenance: dict | None = None) -> Path:
     """Write ``volume`` as .nii/.nii.gz atomically and verified, with a JSON sidecar
-    (see :func:`napari_attnseg.io.writers.write_volume`)."""
+    (see :func:`napari_attnseg.io.writers.write_volume`); ``*.seg.nrrd`` and ``*.dcm`` names
+    write a 3D Slicer segmentation / DICOM-SEG instead (:mod:`.formats_out`)."""
+    from .formats_out import special_writer
+
+    special = special_writer(path)
+    if special is not None:
+        return special(volume, path, reference=reference, provenance=provenance)
     from .writers import write_volume as _write
 
     return _write(volume, path, reference=reference, provenance=provenance)

@@ -216,6 +216,7 @@ def write_volume(volume: Volume, path: str | Path, *, reference: Volume | None =
         tmp_img = None
         os.replace(tmp_json, sidecar_path(path))
         tmp_json = None
+        _write_label_tables(vol, path, provenance)
     except OSError as exc:
         raise WriteError(path, f"could not be written ({exc})") from exc
     finally:
@@ -268,5 +269,17 @@ def _sidecar(vol: Volume, path: Path, reference: Volume | None,
         "provenance": meta,
     }
     if vol.is_labels and np.issubdtype(arr.dtype, np.integer):
-        out["labels"] = _label_table(np.asarray(vol.data), vol.spacing)
+        from .labeltable import sidecar_label_rows
+
+        out["labels"] = sidecar_label_rows(_label_table(np.asarray(vol.data), vol.spacing), meta)
     return out
+
+
+def _write_label_tables(vol: Volume, path: Path, provenance: Mapping[str, Any] | None) -> None:
+    """A Slicer .ctbl and an ITK-SNAP label file beside a label mask whose names are known."""
+    meta = {**dict(vol.metadata), **dict(provenance or {})}
+    if not vol.is_labels or not (meta.get("label_names") or meta.get("label_colors")):
+        return
+    from .labeltable import labels_from_metadata, present_values, write_label_tables
+
+    write_label_tables(path, labels_from_metadata(meta, present_values(vol.data)))

@@ -1,0 +1,27 @@
+"""Segmentation files that open as several label layers in napari.
+
+A 3D Slicer ``.seg.nrrd`` with overlapping segments keeps them in several layers, and a
+DICOM-SEG may hold overlapping segments: :func:`read_label_layers` returns one label
+:class:`~napari_attnseg.volume.Volume` per layer for those (one for the usual non-overlapping
+file), each with its segments' names and colours; ``None`` for any other file, which
+:func:`napari_attnseg.io.read_volume` reads as one volume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..volume import Volume
+
+
+def read_label_layers(path: str | Path) -> list[Volume] | None:
+    """The label layers of a segmentation file, or None when ``path`` is not one."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    low = p.name.lower()
+    if low.endswith(".nrrd"):
+        from .seg_nrrd import is_seg_nrrd, read_seg_nrrd_layers
+
+        return read_seg_nrrd_layers(p) if is_seg_nrrd(p) else None
+    return None

@@ -1,0 +1,92 @@
+"""Label names and colours on napari Labels layers: the reader shows them (direct colormap, a
+features table the status bar reads), the writers save what the layer shows (colours edited in
+napari included), and a layered .seg.nrrd opens as one labels layer per layer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_attnseg._napari.reader import get_reader
+from napari_attnseg.io import read_volume, write_volume
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_LABELS = ROOT / "sample_data" / "ct_phantom_labels.nii.gz"
+PROV = {"label_names": {"0": "background", "1": "organ", "2": "lesion"},
+        "label_colors": {"1": "#ff0000", "2": "#00ff00"}}
+
+
+def _open(viewer, path):
+    reader = get_reader(str(path))
+    assert reader is not None
+    layers = []
+    for data, kwargs, kind in reader(str(path)):
+        layers.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
+    return layers
+
+
+def test_reader_shows_names_and_colours(tmp_path, make_napari_viewer):
+    out = write_volume(read_volume(SAMPLE_LABELS), tmp_path / "m.nii.gz", provenance=PROV)
+    viewer = make_napari_viewer()
+    (layer,) = _open(viewer, out)
+    assert type(layer).__name__ == "Labels"
+    assert np.allclose(layer.colormap.map(1), [1, 0, 0, 1])
+    assert np.allclose(layer.colormap.map(2), [0, 1, 0, 1])
+    assert layer.colormap.map(0)[3] == 0  # background transparent
+    z, y, x = np.argwhere(layer.data == 2)[0]
+    status = layer.get_status(layer.data_to_world((z, y, x)), world=True)
+    assert "lesion" in str(status)
+
+
+def test_writer_saves_the_layer_colours_and_names(tmp_path, make_napari_viewer):
+    out = write_volume(read_volume(SAMPLE_LABELS), tmp_path / "m.nii.gz", provenance=PROV)
+    viewer = make_napari_viewer()
+    (layer,) = _open(viewer, out)
+    cmap = dict(layer.colormap.color_dict)
+    cmap[2] = np.array([0.0, 0.0, 1.0, 1.0])  # the user recolours the lesion in napari
+    from napari.utils.colormaps import DirectLabelColormap
+
+    layer.colormap = DirectLabelColormap(color_dict=cmap)
+    target = tmp_path / "saved.nii.gz"
+    viewer.layers.save(str(target), selected=False, plugin="napari-attnseg")
+    back = read_volume(target)
+    assert back.metadata["label_names"] == {"1": "organ", "2": "lesion"}
+    assert back.metadata["label_colors"]["2"] == "#0000ff"
+    assert "2 lesion 0 0 255 255" in (tmp_path / "saved.ctbl").read_text()
+
+
+def test_seg_nrrd_writer_and_reader_in_napari(tmp_path, make_napari_viewer):
+    pytest.importorskip("slicerio")
+    out = write_volume(read_volume(SAMPLE_LABELS), tmp_path / "m.nii.gz", provenance=PROV)
+    viewer = make_napari_viewer()
+    (layer,) = _open(viewer, out)
+    from napari_attnseg._napari.writer_formats import write_seg_nrrd
+
+    (written,) = write_seg_nrrd(str(tmp_path / "slicer"), layer.data, layer._get_state())
+    assert written.endswith("slicer.seg.nrrd")
+    (again,) = _open(viewer, written)
+    assert again.name == "slicer"
+    assert np.array_equal(again.data, layer.data)
+    assert np.allclose(again.colormap.map(1), [1, 0, 0, 1])
+    assert json.loads((tmp_path / "slicer.json").read_text())["labels"][1]["name"] == "lesion"
+
+
+def test_layered_seg_nrrd_opens_as_one_layer_per_layer(tmp_path, make_napari_viewer):
+    slicerio = pytest.importorskip("slicerio")
+    seg = slicerio.create_segmentation((8, 8, 4), np.diag([-1.0, -1.0, 2.0, 1.0]))
+    a = np.zeros((8, 8, 4), bool)
+    a[1:6, 1:6, :] = True
+    b = np.zeros_like(a)
+    b[4:8, 4:8, 1:3] = True
+    slicerio.add_segment(seg, a, {"name": "vessel", "color": [1.0, 0.0, 0.0]})
+    slicerio.add_segment(seg, b, {"name": "stent", "color": [0.0, 0.0, 1.0]})
+    slicerio.write_segmentation(str(tmp_path / "v.seg.nrrd"), seg)
+    viewer = make_napari_viewer()
+    layers = _open(viewer, tmp_path / "v.seg.nrrd")
+    assert [lay.name for lay in layers] == ["v [layer 1]", "v [layer 2]"]
+    assert np.allclose(layers[1].colormap.map(1), [0, 0, 1, 1])
+    assert np.array_equal(layers[1].data == 1, b.T)
+    assert np.allclose(layers[0].scale, layers[1].scale)
