@@ -12,8 +12,11 @@ Layout of a model folder::
     <folder>/weights.pt    torch.save(state_dict)
 
 Saving is atomic (everything is written into a temporary folder beside the target, then
-renamed), so a cancelled or failed save never leaves a half-written model. Nothing here
-downloads anything.
+renamed), so a cancelled or failed save never leaves a half-written model; the temporary folder's
+name carries the writer's process id (:func:`temp_name`) so that the registry can remove what a
+killed writer left behind. ``config.json`` is validated in full when read and when written
+(:mod:`.config_check`) and covered by ``config_sha256``; weights holding NaN or infinity are
+refused at load. Nothing here downloads anything.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,9 @@ from typing import Any
 import torch
 
 from ..errors import ModelError, WriteError
+from ._atomic import temp_name
 from .attention_unet import AttentionUNet, UNetConfig
+from .config_check import CONFIG_HASH_KEY, MAX_CONFIG_BYTES, check_config, config_hash, parse_config
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ FORMAT = "napari-attnseg-model"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
-_RESERVED = ("format", "format_version", "weights_file", "weights_sha256", "created")
+_RESERVED = ("format", "format_version", "weights_file", "weights_sha256", "created", CONFIG_HASH_KEY)
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "LoadedModel", "ModelSpec", "load_model", "read_spec", "save_model"]
 
@@ -227,13 +231,19 @@ def save_model(folder: str | Path, network: AttentionUNet, spec: ModelSpec, *, o
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WriteError(parent, f"cannot create the folder: {exc}") from exc
-    tmp = parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in network.state_dict().items()}
+    bad = _non_finite(state)
+    if bad:
+        raise ModelError(f"refusing to save {folder}: the weights hold NaN or infinite values ({_describe_keys(bad)})")
+    tmp = parent / temp_name(folder.name)
     old: Path | None = None
     try:
         tmp.mkdir()
-        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in network.state_dict().items()}
         weights = tmp / WEIGHTS_FILE
-        torch.save(state, weights)
+        try:
+            torch.save(state, weights)
+        except RuntimeError as exc:  # torch reports a full disk as "PytorchStreamWriter failed ..."
+            raise OSError(str(exc)) from exc
         config = spec.to_json_dict()
         config.update(
             format=FORMAT,
@@ -242,12 +252,14 @@ def save_model(folder: str | Path, network: AttentionUNet, spec: ModelSpec, *, o
             weights_sha256=_sha256(weights),
             created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
+        config[CONFIG_HASH_KEY] = config_hash(config)
+        check_config(config, folder / CONFIG_FILE)  # never write what could not be read back
         with open(tmp / CONFIG_FILE, "w", encoding="utf-8") as fh:
             json.dump(config, fh, indent=2)
             fh.flush()
             os.fsync(fh.fileno())
         if folder.exists():
-            old = parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+            old = parent / temp_name(folder.name, "old")
             os.replace(folder, old)
         os.replace(tmp, folder)
     except OSError as exc:
@@ -264,6 +276,12 @@ def save_model(folder: str | Path, network: AttentionUNet, spec: ModelSpec, *, o
     return folder
 
 
+def _non_finite(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` holding NaN or infinity."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def _read_config(folder: Path) -> dict[str, Any]:
     if not folder.exists():
         raise ModelError(f"model folder {folder} does not exist")
@@ -273,30 +291,33 @@ def _read_config(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"{path} is missing: {folder} is not a model folder (save one with save_model)")
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ModelError(f"{path} is {path.stat().st_size} bytes, too large for a model config; "
+                             "it is not a napari-attnseg config.json")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path} cannot be read: {exc}") from exc
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path} is corrupt (not valid JSON: {exc})") from exc
-    if not isinstance(config, dict):
-        raise ModelError(f"{path} is corrupt (expected a JSON object)")
+    config = parse_config(text, path)
     fmt = config.get("format", FORMAT)
     if fmt != FORMAT:
-        raise ModelError(f"{path} is not a napari-attnseg model (format '{fmt}')")
-    if int(config.get("format_version", FORMAT_VERSION)) > FORMAT_VERSION:
+        raise ModelError(f"{path} is not a napari-attnseg model (format {fmt!r})")
+    version = config.get("format_version", FORMAT_VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise ModelError(
-            f"{path} has format version {config['format_version']}, newer than this napari-attnseg understands "
+            f"{path} has format version {version}, newer than this napari-attnseg understands "
             f"({FORMAT_VERSION}); upgrade napari-attnseg"
         )
+    check_config(config, path)
     return config
 
 
 def read_spec(folder: str | Path) -> ModelSpec:
     """The :class:`ModelSpec` of a model folder, without loading weights (cheap)."""
     folder = Path(folder)
-    config = _read_config(folder)
+    return _spec_from(_read_config(folder), folder)
+
+
+def _spec_from(config: dict[str, Any], folder: Path) -> ModelSpec:
     try:
         return ModelSpec.from_json_dict(config)
     except (ValueError, TypeError) as exc:
@@ -311,13 +332,14 @@ def _describe_keys(keys: list[str], limit: int = 6) -> str:
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model folder written by :func:`save_model`; the network is in eval mode.
 
-    Raises :class:`ModelError` with a clear message for a missing folder, a missing or corrupt
-    ``config.json``, a missing or corrupted weights file (checked against the recorded
-    sha256), or weights that do not match the architecture (naming the keys).
+    Raises :class:`ModelError` with a clear message for a missing folder, a missing, corrupt,
+    invalid or edited ``config.json`` (:func:`.config_check.check_config`), a missing or
+    corrupted weights file (checked against the recorded sha256), weights holding NaN or
+    infinity, or weights that do not match the architecture (naming the keys).
     """
     folder = Path(folder)
     config = _read_config(folder)
-    spec = read_spec(folder)
+    spec = _spec_from(config, folder)
     weights = folder / str(config.get("weights_file", WEIGHTS_FILE))
     if not weights.is_file():
         raise ModelError(f"the weights file {weights} is missing; the model folder {folder} is incomplete")
@@ -334,6 +356,10 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Loaded
         raise ModelError(f"the weights file {weights} is corrupted or not a PyTorch state_dict: {exc}") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"the weights file {weights} does not hold a state_dict (a mapping of names to tensors)")
+    bad = _non_finite(state)
+    if bad:
+        raise ModelError(f"the weights file {weights} holds NaN or infinite values ({_describe_keys(bad)}); "
+                         "the model would give meaningless masks: restore the folder or re-train")
     network = AttentionUNet(spec.arch)
     expected = network.state_dict()
     missing = [k for k in expected if k not in state]

@@ -8,8 +8,24 @@ Layout (``root`` is ``$ATTNSEG_MODELS`` if set, else ``~/.napari-attnseg/models`
 Read-only *shipped* models (package data) live in ``napari_attnseg/models/<name>/<version>/``
 and are listed too (``shipped=True``); user versions of the same name continue their
 numbering, and ``active.json`` for any name lives in the user root. A model is named on the
-command line or in the GUI as ``"name"`` (its active version, else its latest),
-``"name@3"`` or a folder path (:meth:`ModelRegistry.resolve`).
+command line or in the GUI as ``"name"``, ``"name@3"`` or a folder path
+(:meth:`ModelRegistry.resolve`).
+
+**What "name" means** (:meth:`ModelRegistry.get`; the no-``--model`` default follows the same
+rule): the version ``active.json`` records; without that file, the only version, or the latest
+*shipped* version when every version is shipped. Anything else is an error that says how to fix
+it, never a silent fall-back: a corrupt ``active.json``, one naming a version that does not exist,
+or a missing one while user versions exist (adding a version that is not activated records the
+previous choice first, so this only happens when the file was deleted). Names and versions are
+plain words (letters, digits, ``.``, ``_``, ``-``): ``name@../x`` or ``/abs`` cannot reach
+outside the registry.
+
+**Crash safety.** A version is written completely into a hidden staging folder, then renamed into
+place (the commit); activating it is recorded by a marker file inside the staged folder that the
+registry removes once ``active.json`` names the version. A registry opened after a writer was
+killed finishes such an activation (if ``active.json`` still names what it named before) and
+removes the hidden leftovers of dead writers (:mod:`._atomic`), so a SIGKILL at any moment leaves
+either the old complete state or the new one.
 
 Listing reads only the small ``config.json`` files; torch is imported only to save a model.
 """
@@ -20,30 +36,24 @@ import difflib
 import json
 import logging
 import os
-import re
-import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ..errors import ModelError, WriteError
-
-if TYPE_CHECKING:
-    from .attention_unet import AttentionUNet
-    from .checkpoint import ModelSpec
+from ..errors import ModelError
+from ._names import (ACTIVE_FILE, ENV_VAR, VERSION_RE, check_name, check_version, valid_name,
+                     version_key)
+from .registry_write import RegistryWriter
 
 logger = logging.getLogger(__name__)
 
-ENV_VAR = "ATTNSEG_MODELS"
 DEFAULT_ROOT = Path("~/.napari-attnseg/models")
 SHIPPED_ROOT = Path(__file__).resolve().parents[1] / "models"
-ACTIVE_FILE = "active.json"
 _CONFIG = "config.json"
 #: The shipped model :meth:`ModelRegistry.default_model` prefers (when no modality matches).
 DEFAULT_MODEL_NAME = "ct-phantom-2d"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-__all__ = ["DEFAULT_MODEL_NAME", "ENV_VAR", "ModelEntry", "ModelRegistry", "default_root"]
+__all__ = ["ACTIVE_FILE", "DEFAULT_MODEL_NAME", "ENV_VAR", "ModelEntry", "ModelRegistry", "check_name",
+           "check_version", "default_root"]
 
 
 def default_root() -> Path:
@@ -69,66 +79,67 @@ class ModelEntry:
         return f"{self.name}@{self.version}"
 
 
-def _version_key(version: str) -> tuple:
-    return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
-def _check_name(name: str) -> str:
-    name = str(name)
-    if not _NAME_RE.match(name) or name.endswith(".json"):
-        raise ValueError(
-            f"invalid model name '{name}': use letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
-
-
-class ModelRegistry:
+class ModelRegistry(RegistryWriter):
     """Versions of user models under ``root`` plus read-only shipped models.
 
     ``root``: default :func:`default_root` (honours ``$ATTNSEG_MODELS``); it is created only
     when a model is added. ``shipped_root``: the package's ``models/`` folder (for tests).
+    Opening a registry finishes the activations and removes the temporary leftovers of writers
+    that were killed (see the module docstring).
     """
 
     def __init__(self, root: str | Path | None = None, shipped_root: str | Path | None = None):
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.shipped_root = Path(shipped_root) if shipped_root is not None else SHIPPED_ROOT
+        self.recover()
+
 
     def __repr__(self) -> str:
         return f"ModelRegistry(root={str(self.root)!r})"
 
     # ------------------------------------------------------------------ listing
-    def _entry(self, path: Path, shipped: bool) -> ModelEntry:
-        parent, created = None, ""
+    @staticmethod
+    def _config_of(path: Path) -> dict:
+        """The raw config.json of a version folder ({} when unreadable; the error is logged and
+        reported in full when the model is loaded)."""
+        from .config_check import parse_config
+
         try:
-            config = json.loads((path / _CONFIG).read_text(encoding="utf-8"))
-            if isinstance(config, dict):
-                parent = config.get("parent")
-                created = str(config.get("created", ""))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return parse_config((path / _CONFIG).read_bytes(), path / _CONFIG)
+        except (OSError, ModelError) as exc:
             logger.warning("model folder %s has an unreadable %s: %s", path, _CONFIG, exc)
-        return ModelEntry(path.parent.name, path.name, path, shipped, parent, created)
+            return {}
+
+    def _entry(self, path: Path, shipped: bool) -> ModelEntry:
+        config = self._config_of(path)
+        parent = config.get("parent")
+        return ModelEntry(path.parent.name, path.name, path, shipped, parent if isinstance(parent, str) else None,
+                          str(config.get("created", "")))
 
     @staticmethod
     def _version_dirs(base: Path) -> list[Path]:
         if not base.is_dir():
             return []
-        return [p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / _CONFIG).is_file()]
+        return [p for p in base.iterdir() if VERSION_RE.match(p.name) and p.is_dir() and (p / _CONFIG).is_file()]
 
     def _names(self) -> list[str]:
         names = set()
         for base in (self.root, self.shipped_root):
             if base.is_dir():
-                names.update(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+                names.update(p.name for p in base.iterdir() if valid_name(p.name) and p.is_dir())
         return sorted(n for n in names if self._version_dirs(self.root / n) or self._version_dirs(self.shipped_root / n))
 
     def versions(self, name: str) -> list[ModelEntry]:
         """All versions of ``name``, oldest first (a user version shadows a shipped one of the same number)."""
+        name = check_name(name)
         found: dict[str, ModelEntry] = {}
         for p in self._version_dirs(self.shipped_root / name):
             found[p.name] = self._entry(p, shipped=True)
         for p in self._version_dirs(self.root / name):
             found[p.name] = self._entry(p, shipped=False)
-        return [found[v] for v in sorted(found, key=_version_key)]
+        return [found[v] for v in sorted(found, key=version_key)]
 
     def list_models(self) -> list[ModelEntry]:
         """Every version of every model, sorted by name then version."""
@@ -143,35 +154,58 @@ class ModelRegistry:
         return ModelError(f"no model named '{name}' in the registry {self.root} (models: {listed}){hint}")
 
     def get(self, name: str, version: str | int | None = None) -> ModelEntry:
-        """One version of ``name``: ``version``, else the active version, else the latest."""
+        """One version of ``name``: ``version``, else the version "name" refers to (see the
+        module docstring: ``active.json``, else the only version, else the latest shipped one
+        when all are shipped; otherwise :class:`ModelError` saying how to choose)."""
         entries = self.versions(name)
         if not entries:
             raise self._unknown_name(name)
         if version is None:
             active = self.active(name)
-            return active if active is not None else entries[-1]
+            if active is not None:
+                return active
+            if len(entries) == 1 or all(e.shipped for e in entries):
+                return entries[-1]
+            path = self.root / name / ACTIVE_FILE
+            raise ModelError(
+                f"model '{name}' has versions {', '.join(e.version for e in entries)} but no active version: {path} "
+                f"is missing (deleted?). Choose one explicitly with '{name}@N', or make one the default by writing "
+                f'{{"version": "N"}} to {path}'
+            )
+        version = check_version(version)
         for e in entries:
-            if e.version == str(version):
+            if e.version == version:
                 return e
         raise ModelError(
             f"model '{name}' has no version {version} (versions: {', '.join(e.version for e in entries)})"
         )
 
     def active(self, name: str) -> ModelEntry | None:
-        """The version chosen with :meth:`set_active`, or ``None`` if none (or it was removed)."""
+        """The version recorded in ``<root>/<name>/active.json`` (:meth:`set_active`), or ``None``
+        when there is no such file. A corrupt file, or one naming a version that does not exist,
+        raises :class:`ModelError` saying how to fix it (never a silent fall-back)."""
+        name = check_name(name)
         path = self.root / name / ACTIVE_FILE
-        if not path.is_file():
+        if not os.path.lexists(path):
             return None
+        entries = self.versions(name)
+        listed = ", ".join(e.version for e in entries) or "none"
+        fix = (f'write {{"version": "N"}} to it with N one of the versions ({listed}), or choose a version '
+               f"explicitly with '{name}@N'")
         try:
-            version = str(json.loads(path.read_text(encoding="utf-8"))["version"])
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            logger.warning("ignoring unreadable %s: %s", path, exc)
-            return None
-        for e in self.versions(name):
+            if path.stat().st_size > 4096:
+                raise ValueError(f"{path.stat().st_size} bytes, far more than a version number")
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict) or "version" not in record:
+                raise ValueError('expected {"version": "N"}')
+            version = check_version(record["version"])
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError, ModelError) as exc:
+            raise ModelError(f"{path}, which records the active version of '{name}', is corrupt ({exc}); {fix}") from None
+        for e in entries:
             if e.version == version:
                 return e
-        logger.warning("%s names version %s of '%s', which no longer exists", path, version, name)
-        return None
+        raise ModelError(f"{path} makes version {version} of '{name}' the active one, but that version does not "
+                         f"exist (deleted?); {fix}")
 
     def _shipped_latest(self) -> list[ModelEntry]:
         """The latest shipped version of every shipped name, by name."""
@@ -181,7 +215,7 @@ class ModelRegistry:
         for base in sorted(p for p in self.shipped_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             dirs = self._version_dirs(base)
             if dirs:
-                out.append(self._entry(max(dirs, key=lambda p: _version_key(p.name)), shipped=True))
+                out.append(self._entry(max(dirs, key=lambda p: version_key(p.name)), shipped=True))
         return out
 
     @staticmethod
@@ -196,9 +230,9 @@ class ModelRegistry:
         return str(value or "").strip()
 
     def default_model(self, modality: str | None = None) -> ModelEntry | None:
-        """The default model: a shipped model's active version (set by :meth:`set_active`, e.g.
-        by a fine-tune that beat its parent), else its latest shipped version; ``None`` if no
-        model is shipped.
+        """The default model: what a shipped model's name refers to (:meth:`get`: its active
+        version, e.g. a fine-tune that beat its parent, else its latest shipped version; a broken
+        ``active.json`` raises :class:`ModelError`); ``None`` if no model is shipped.
 
         With ``modality`` (e.g. ``"US"``, case-insensitive), the first shipped model whose
         config.json names that modality (only the small config files are read); when none
@@ -214,70 +248,69 @@ class ModelRegistry:
             chosen = next((e for e in shipped if self._modality(e).upper() == wanted), None)
         if chosen is None:
             chosen = next((e for e in shipped if e.name == DEFAULT_MODEL_NAME), shipped[0])
-        # a fine-tuned version the user activated (it beat its parent) replaces the shipped one
-        return self.active(chosen.name) or chosen
+        # the same rule as "name" everywhere: a fine-tuned version the user activated (it beat its
+        # parent) replaces the shipped one; a broken active.json is an error, not the shipped v1
+        return self.get(chosen.name)
 
     def resolve(self, spec_str: str | Path) -> Path:
-        """A model folder from ``"name"``, ``"name@version"`` or a folder path."""
-        if isinstance(spec_str, Path) or os.sep in str(spec_str) or "/" in str(spec_str):
-            path = Path(spec_str).expanduser()
-            if not path.is_dir():
-                raise ModelError(f"model folder {path} does not exist")
-            return path
+        """A model folder from ``"name"``, ``"name@version"`` or a folder path.
+
+        ``name`` and ``version`` must be plain words (:func:`check_name`, :func:`check_version`):
+        ``"name@../x"`` is an error, never a path. A text with a path separator (or starting
+        with ``~`` or ``.``) is a folder path; a bare word that is no registry name but a folder
+        holding a config.json in the working directory is that folder."""
+        if isinstance(spec_str, Path):
+            return self._folder(spec_str)
         text = str(spec_str).strip()
         if not text:
             raise ModelError("no model given: use 'name', 'name@version' or a model folder path")
         name, sep, version = text.partition("@")
-        if not self.versions(name) and Path(text).expanduser().is_dir():
-            return Path(text).expanduser()
-        if sep and not version:
-            raise ModelError(f"'{text}': give a version after '@', e.g. '{name}@1'")
-        return self.get(name, version if sep else None).path
+        if valid_name(name):
+            if sep:
+                if not version:
+                    raise ModelError(f"'{text}': give a version after '@', e.g. '{name}@1'")
+                if not VERSION_RE.match(version) or len(version) > 64:
+                    raise ModelError(f"'{text}': invalid version '{version}'; a version is a number such as 1 "
+                                     "(a registry reference cannot name a path)")
+                return self.get(name, version).path
+            if self.versions(name):
+                return self.get(name).path
+            if (Path(text) / _CONFIG).is_file():
+                return Path(text)
+            raise self._unknown_name(name)
+        if "/" in text or os.sep in text or text.startswith(("~", ".")):
+            return self._folder(Path(text).expanduser())
+        raise ModelError(f"'{text}' is neither a model name (letters, digits, '.', '_' or '-'; 'name@version') "
+                         "nor a model folder path")
 
-    # ------------------------------------------------------------------ writing
-    def add_version(
-        self, name: str, network: AttentionUNet, spec: ModelSpec, parent: str | None = None
-    ) -> ModelEntry:
-        """Save ``network`` as the next integer version of ``name`` (atomic); returns its entry.
+    @staticmethod
+    def _folder(path: Path) -> Path:
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            raise ModelError(f"model folder {path} does not exist")
+        return path
 
-        The saved spec gets ``name``, the new ``version`` and ``parent`` (if given; e.g. the
-        ``model_id`` it was fine-tuned from). The active version is not changed.
-        """
-        from .checkpoint import save_model
-
-        name = _check_name(name)
-        for _attempt in range(5):
-            numbers = [int(e.version) for e in self.versions(name) if e.version.isdigit()]
-            user = self.root / name
-            if user.is_dir():  # also skip numbers of stray folders (e.g. a half-deleted version)
-                numbers += [int(p.name) for p in user.iterdir() if p.name.isdigit()]
-            version = str(max(numbers, default=0) + 1)
-            new_spec = replace(spec, name=name, version=version, parent=parent if parent is not None else spec.parent)
-            target = self.root / name / version
-            if target.exists():  # a folder without config.json, or another process was quicker
-                continue
-            try:
-                save_model(target, network, new_spec)
-            except WriteError:
-                if target.exists():
-                    continue
-                raise
-            logger.info("added model %s@%s at %s", name, version, target)
-            return self._entry(target, shipped=False)
-        raise WriteError(self.root / name, "could not find a free version number (concurrent writers?)")
-
-    def set_active(self, name: str, version: str | int) -> ModelEntry:
-        """Make ``version`` the one :meth:`get` returns for ``name``; returns its entry."""
-        entry = self.get(name, version)
-        folder = self.root / _check_name(name)
-        tmp = folder / f".{ACTIVE_FILE}.tmp-{uuid.uuid4().hex[:8]}"
+    def identify(self, folder: str | Path | None) -> ModelEntry | None:
+        """The registry entry ``folder`` is (a user or shipped version folder, symlinks
+        resolved), or ``None`` for a folder outside the registry, e.g. a renamed copy. The
+        identity comes from where the folder is, never from the name its config.json states."""
+        if folder is None:
+            return None
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"version": entry.version}), encoding="utf-8")
-            os.replace(tmp, folder / ACTIVE_FILE)
-        except OSError as exc:
-            raise WriteError(folder / ACTIVE_FILE, f"could not record the active version: {exc}") from exc
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return entry
+            real = Path(folder).expanduser().resolve()
+        except (OSError, RuntimeError):
+            return None
+        name, version = real.parent.name, real.name
+        if not (valid_name(name) and VERSION_RE.match(version)):
+            return None
+        for base in (self.root, self.shipped_root):
+            try:
+                inside = real.parent.parent == base.expanduser().resolve()
+            except (OSError, RuntimeError):
+                continue
+            if inside:
+                for e in self.versions(name):
+                    if e.version == version and e.path.resolve() == real:
+                        return e
+        return None
+

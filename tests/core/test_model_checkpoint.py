@@ -131,7 +131,7 @@ def test_missing_and_corrupted_weights(tmp_path):
         load_model(folder)
     # without a recorded checksum the damage is still reported, by torch.load
     config = json.loads((folder / "config.json").read_text())
-    del config["weights_sha256"]
+    del config["weights_sha256"], config["config_sha256"]  # an intended edit drops the config hash
     (folder / "config.json").write_text(json.dumps(config))
     weights.write_bytes(bytes(data[: len(data) // 3]))
     with pytest.raises(ModelError, match="weights.pt is corrupted"):
@@ -147,6 +147,10 @@ def test_weights_not_matching_architecture_names_keys(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["arch"]["channels"] = [4, 8, 32]  # edited by hand: no longer the saved network
     (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="config.json was changed after the model was saved"):
+        load_model(folder)
+    del config["config_sha256"]  # the edit made "intended": the weights check then names the keys
+    (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match=r"do not match the architecture.*shape mismatches.*encoder\.2\.conv1"):
         load_model(folder)
     config["arch"]["channels"] = [4, 8, 16]
@@ -161,7 +165,7 @@ def test_weights_file_must_be_a_state_dict(tmp_path):
     folder = save_model(tmp_path / "m", net, spec)
     torch.save([1, 2, 3], folder / "weights.pt")
     config = json.loads((folder / "config.json").read_text())
-    del config["weights_sha256"]
+    del config["weights_sha256"], config["config_sha256"]
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match="does not hold a state_dict"):
         load_model(folder)

@@ -40,14 +40,21 @@ def test_versions_active_and_get(tmp_path, net_spec):
     loaded = load_model(e2.path)
     assert (loaded.spec.name, loaded.spec.version, loaded.spec.parent) == ("liver", "2", "liver@1")
     assert [e.version for e in reg.versions("liver")] == ["1", "2"]
-    assert reg.get("liver").version == "2"  # no active version: the latest
-    assert reg.active("liver") is None
+    # adding a version does not change what "liver" means: the implicit choice (the only
+    # version) was recorded in active.json before version 2 appeared
+    assert reg.get("liver").version == "1" and reg.active("liver").version == "1"
+    reg.set_active("liver", 2)
+    assert reg.active("liver").version == "2" and reg.get("liver").version == "2"
+    e3 = reg.add_version("liver", net, spec, activate=True)
+    assert e3.version == "3" and reg.get("liver").version == "3"
+    assert not (e3.path / ".activate").exists()
     reg.set_active("liver", 1)
     assert reg.active("liver").version == "1"
     assert reg.get("liver").version == "1"
     assert reg.get("liver", "2").version == "2"
     reg.add_version("kidney", net, spec)
-    assert [e.ref for e in reg.list_models()] == ["kidney@1", "liver@1", "liver@2"]
+    assert reg.active("kidney") is None and reg.get("kidney").version == "1"  # one version: no file needed
+    assert [e.ref for e in reg.list_models()] == ["kidney@1", "liver@1", "liver@2", "liver@3"]
 
 
 def test_versions_sort_numerically_and_skip_stray_folders(tmp_path, net_spec):
@@ -57,7 +64,7 @@ def test_versions_sort_numerically_and_skip_stray_folders(tmp_path, net_spec):
         reg.add_version("m", net, spec)
     (tmp_path / "m" / "11").mkdir()  # stray folder without config.json
     assert [e.version for e in reg.versions("m")][-3:] == ["8", "9", "10"]
-    assert reg.get("m").version == "10"
+    assert reg.get("m").version == "1"  # never activated: still the first
     assert reg.add_version("m", net, spec).version == "12"
 
 
@@ -71,7 +78,7 @@ def test_errors(tmp_path, net_spec):
         reg.get("liver", 7)
     with pytest.raises(ModelError, match="no version 5"):
         reg.set_active("liver", 5)
-    with pytest.raises(ValueError, match="invalid model name"):
+    with pytest.raises(ModelError, match="invalid model name"):
         reg.add_version("../evil", net, spec)
     with pytest.raises(ModelError, match="does not exist"):
         reg.resolve(str(tmp_path / "missing" / "folder"))
@@ -81,7 +88,7 @@ def test_resolve(tmp_path, net_spec):
     net, spec = net_spec
     reg = ModelRegistry(tmp_path / "reg", shipped_root=tmp_path / "none")
     reg.add_version("liver", net, spec)
-    reg.add_version("liver", net, spec)
+    reg.add_version("liver", net, spec, activate=True)
     assert reg.resolve("liver") == tmp_path / "reg" / "liver" / "2"
     assert reg.resolve("liver@1") == tmp_path / "reg" / "liver" / "1"
     folder = save_model(tmp_path / "elsewhere", net, spec)
