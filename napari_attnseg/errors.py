@@ -35,6 +35,11 @@ class ModelError(AttnsegError):
     """A model folder, configuration or input does not fit; the message says how to fix it."""
 
 
+class TrainingDataError(AttnsegError, ValueError):
+    """Training data cannot give a meaningful (fine-)tune: no foreground in the reviewed slices,
+    too few slices to hold one out, ...; the message names the data and what to change."""
+
+
 class MissingDependencyError(AttnsegError, ImportError):
     """An optional package is needed; the message gives the install command."""
 
