@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-attention", action="store_true", help="plain U-Net (no attention gates)")
     parser.add_argument("--no-deep-supervision", action="store_true")
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--no-mirror", action="store_true",
+                        help="no flips or 90-degree rotations in the augmentation (for classes named by side: "
+                             "left/right kidney, parotid)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--checkpoint-dir", default=None, help="where checkpoints go (default: beside the output)")
@@ -145,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
                      name=args.name or Path(args.output).name)
     config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, max_seconds=args.max_seconds,
                          batch_size=args.batch_size, lr=args.lr, patch_size=patch, augment=not args.no_augment,
+                         mirror=not args.no_mirror,
                          val_fraction=args.val_fraction, early_stopping_patience=args.patience, seed=args.seed,
                          precision=args.precision, deep_supervision=not args.no_deep_supervision,
                          num_threads=args.threads)

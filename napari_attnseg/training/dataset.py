@@ -19,6 +19,7 @@ Input arrays are never modified: everything here works on copies.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ReadError
+from .partial_labels import encode_partial
 from ..volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -47,12 +49,15 @@ __all__ = [
 class TrainingPair:
     """One training example: ``image`` and integer ``labels`` on the same grid, and ``reviewed``:
     a bool voxel mask shaped like ``labels``, per-slice flags of shape ``(z,)`` (3D), or ``None``
-    (all reviewed). ``group`` names the subject (splits never separate a group)."""
+    (all reviewed). ``group`` names the subject (splits never separate a group). ``known``:
+    the classes this case annotated (None: all); voxels labelled 0 may then be any unknown class
+    (see ``training/partial_labels.py``)."""
 
     image: Volume
     labels: Volume
     reviewed: np.ndarray | None = None
     group: str = ""
+    known: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, Volume) or not isinstance(self.labels, Volume):
@@ -103,7 +108,7 @@ def _restrict(pair: TrainingPair, slices: Sequence[int]) -> TrainingPair:
         keep = np.zeros_like(mask)
         idx = list(slices)
         keep[idx] = mask[idx]
-    return TrainingPair(pair.image, pair.labels, keep, pair.group)
+    return TrainingPair(pair.image, pair.labels, keep, pair.group, pair.known)
 
 
 def split_reviewed_slices(pairs: Sequence[TrainingPair], val_fraction: float = 0.2, min_val: int = 1,
@@ -219,7 +224,7 @@ def prepare_pairs(pairs: Sequence[TrainingPair], spec: Any, n_classes: int) -> l
                 f"labels {pair.labels.source or ''} contain values {sorted(set(np.unique(bad).tolist()) - set(range(n_classes)))[:5]} "
                 f"outside the model's classes 0..{n_classes - 1}"
             )
-        labels = np.where(mask, labels, 0).astype(np.int64)
+        labels = encode_partial(np.where(mask, labels, 0).astype(np.int64), pair.known, n_classes)
         image = _normalize(pair.image, spec)
         name = pair.image.source or pair.group or ""
         if dims == 2:
@@ -246,7 +251,7 @@ def prepare_pairs(pairs: Sequence[TrainingPair], spec: Any, n_classes: int) -> l
             mask = ndimage.zoom(mask.astype(np.uint8), zoom, order=0, mode="nearest", grid_mode=False) > 0
         items.append(PreparedItem(image, labels, mask, name))
     for it in items:
-        fg = np.argwhere((it.labels > 0) & it.mask)
+        fg = np.argwhere((it.labels > 0) & (it.labels < n_classes) & it.mask)
         it.fg_coords = fg if fg.size else None
     return items
 
@@ -262,13 +267,18 @@ class BatchSampler:
     """
 
     def __init__(self, items: Sequence[PreparedItem], patch_size: Sequence[int], augment: bool = True,
-                 fg_fraction: float = 1.0 / 3.0):
+                 fg_fraction: float = 1.0 / 3.0, mirror: bool = True):
         if not items:
             raise ValueError("no training data: no reviewed voxels in the training pairs")
         self.items = list(items)
         self.patch = tuple(int(p) for p in patch_size)
         self.augment = bool(augment)
         self.fg_fraction = float(fg_fraction)
+        from .augment import DEFAULT
+
+        # mirror=False: no flips / 90-degree rotations (classes that name a side, e.g. the left
+        # and right kidney, would otherwise be taught on mirrored anatomy)
+        self.params = DEFAULT if mirror else dataclasses.replace(DEFAULT, p_flip=0.0, p_rot90=0.0)
         nd = self.items[0].image.ndim
         if len(self.patch) != nd:
             raise ValueError(f"patch_size {self.patch} has {len(self.patch)} axes but the training data is {nd}D")
@@ -294,7 +304,8 @@ class BatchSampler:
         centre = None
         if it.fg_coords is not None and rng.random() < self.fg_fraction:
             centre = it.fg_coords[int(rng.integers(len(it.fg_coords)))]
-        return random_crop(it.image, it.labels, it.mask, self.patch, rng, centre=centre, augment=self.augment)
+        return random_crop(it.image, it.labels, it.mask, self.patch, rng, centre=centre, augment=self.augment,
+                           params=self.params)
 
 
 # --------------------------------------------------------------------------- readers
@@ -376,10 +387,19 @@ def read_decathlon(folder: str | Path) -> tuple[list[TrainingPair], DatasetInfo]
     img_dir, lab_dir = folder / "imagesTr", folder / "labelsTr"
     if not lab_dir.is_dir() or not img_dir.is_dir():
         raise ReadError(folder, "needs imagesTr/ and labelsTr/ folders")
-    subjects = {}  # optional per-entry "subject" in dataset.json's "training" list
+    subjects, known = {}, {}  # optional per-entry "subject" / "contoured" in dataset.json's "training"
     for entry in meta.get("training", []) if isinstance(meta.get("training"), list) else []:
-        if isinstance(entry, dict) and entry.get("subject") and entry.get("label"):
-            subjects[Path(str(entry["label"])).name[: -len(ext)]] = str(entry["subject"])
+        if not isinstance(entry, dict) or not entry.get("label"):
+            continue
+        key = Path(str(entry["label"])).name[: -len(ext)]
+        if entry.get("subject"):
+            subjects[key] = str(entry["subject"])
+        if isinstance(entry.get("contoured"), list):
+            bad = [c for c in entry["contoured"] if not (isinstance(c, int) and 0 < c < len(label_names))]
+            if bad:
+                raise ReadError(meta_path, f"case {key}: 'contoured' lists {bad}, not foreground labels "
+                                           f"1..{len(label_names) - 1}")
+            known[key] = tuple(sorted({0, *entry["contoured"]}))
     pairs = []
     for lab in sorted(p for p in lab_dir.iterdir() if p.name.endswith(ext) and not p.name.startswith(".")):
         case = lab.name[: -len(ext)]
@@ -390,7 +410,8 @@ def read_decathlon(folder: str | Path) -> tuple[list[TrainingPair], DatasetInfo]
         image = _read_nifti(img)
         if not image.modality and modality:
             image = Volume(**{**image.__dict__, "modality": modality})
-        pairs.append(TrainingPair(image, _read_nifti(lab, labels=True), None, subjects.get(case) or subject_of(case)))
+        pairs.append(TrainingPair(image, _read_nifti(lab, labels=True), None, subjects.get(case) or subject_of(case),
+                                  known.get(case)))
     if not pairs:
         raise ReadError(lab_dir, f"holds no label files ending in {ext}")
     info = DatasetInfo(

@@ -50,6 +50,7 @@ from .._progress import Job, Progress, drain
 from ..errors import AttnsegError, ModelError
 from .dataset import BatchSampler, PreparedItem, TrainingPair, prepare_pairs
 from .losses import DiceCELoss
+from .partial_labels import unknown_mask
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patch_size: tuple[int, ...] = (128, 128)
     augment: bool = True
+    #: flips and 90-degree rotations among the augmentations (off for classes named by side)
+    mirror: bool = True
     freeze_encoder: bool = False
     val_fraction: float = 0.2
     min_val_slices: int = 1
@@ -204,7 +207,8 @@ def evaluate_dice(network: torch.nn.Module, items: Sequence[PreparedItem], n_cla
                 for c in range(n_classes):
                     r, p = ref == c, m == c
                     tp[c] += int(np.count_nonzero(r & p))
-                    fp[c] += int(np.count_nonzero(~r & p))
+                    # partially annotated: class c is unknown (not wrong) on ambiguous voxels
+                    fp[c] += int(np.count_nonzero(~r & p & ~unknown_mask(ref, n_classes, c)))
                     fn[c] += int(np.count_nonzero(r & ~p))
     finally:
         network.train(was_training)
@@ -260,7 +264,7 @@ def train_job(network: torch.nn.Module, spec: Any, train_pairs: Sequence[Trainin
         raise ValueError("no training data: the training pairs have no reviewed voxels")
     if not val_items:
         raise ValueError("no validation data: the validation pairs have no reviewed voxels")
-    sampler = BatchSampler(train_items, config.patch_size, augment=config.augment)
+    sampler = BatchSampler(train_items, config.patch_size, augment=config.augment, mirror=config.mirror)
 
     old_threads = torch.get_num_threads()
     old_det = torch.are_deterministic_algorithms_enabled()

@@ -110,6 +110,8 @@ class DiceCELoss(torch.nn.Module):
         self.ce_weight, self.dice_weight, self.distributed = ce_weight, dice_weight, distributed
 
     def forward(self, outputs: Tensor | Sequence[Tensor], target: Tensor, mask: Tensor | None = None) -> Tensor:
+        from .partial_labels import marginal_dice_ce_loss
+
         if mask is None:
             mask = torch.ones_like(target, dtype=torch.bool)
         if isinstance(outputs, Tensor):
@@ -122,7 +124,9 @@ class DiceCELoss(torch.nn.Module):
                 total = term if total is None else total + term
                 continue
             t, m = downsample_target(target, mask, out.shape[2:])
-            term = w * dice_ce_loss(out, t, m, ce_weight=self.ce_weight, dice_weight=self.dice_weight,
-                                    distributed=self.distributed)
+            # partially annotated cases (training/partial_labels.py): values >= C are ambiguous
+            loss = marginal_dice_ce_loss if bool(((t >= out.shape[1]) & m.bool()).any()) else dice_ce_loss
+            term = w * loss(out, t, m, ce_weight=self.ce_weight, dice_weight=self.dice_weight,
+                            distributed=self.distributed)
             total = term if total is None else total + term
         return total
