@@ -37,6 +37,23 @@ acdc)
         --epochs 32 --steps-per-epoch 250 --max-seconds 6600 --val-fraction 0.1 --patience 0 \
         --seed 0 --threads 2 -q
     ;;
+chaos)
+    subset chaos_mr_t2
+    # 11 training cases (~370 axial slices, 256x256); left/right kidney: no mirroring.
+    "$ATTNSEG" train "$WORK/chaos_mr_t2_train" -o "$WORK/chaos-abdomen-mr-2d" --checkpoint-dir "$WORK/chaos.ckpt" $RES \
+        --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 256 256 --batch-size 8 --no-mirror \
+        --epochs 24 --steps-per-epoch 250 --max-seconds 6600 --val-fraction 0.15 --patience 0 \
+        --seed 0 --threads 2 -q
+    ;;
+openkbp)
+    subset openkbp_ct
+    # 80 training patients x 128 axial slices (128x128 at ~4 mm); dataset.json's per-case
+    # "contoured" lists make uncontoured organs unknown (marginal loss); left/right parotid: no mirroring.
+    "$ATTNSEG" train "$WORK/openkbp_ct_train" -o "$WORK/openkbp-headneck-ct-2d" --checkpoint-dir "$WORK/openkbp.ckpt" $RES \
+        --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 128 128 --batch-size 16 --no-mirror \
+        --epochs 24 --steps-per-epoch 250 --max-seconds 6600 --val-fraction 0.1 --patience 0 \
+        --seed 0 --threads 2 -q
+    ;;
 *)
-    echo "unknown model: $1 (acdc)" >&2; exit 2 ;;
+    echo "unknown model: $1 (acdc, chaos, openkbp)" >&2; exit 2 ;;
 esac
