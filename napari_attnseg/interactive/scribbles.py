@@ -6,11 +6,12 @@ the user drew a stroke and :data:`IGNORE` (255 unless told otherwise) everywhere
 Correcting one slice (:func:`correct_slice`):
 
 1. **Stroke evidence.** For each scribbled class ``c``, the geodesic distance ``D_c`` (mm) from
-   its strokes over the image: a path costs its length plus ``edge_weight`` mm per unit of
-   (smoothed, 1..99 %-normalized) intensity it climbs, so ``D_c`` stays small inside the
+   its strokes over the image: a path costs its length plus ``tau_mm / contrast`` mm per unit
+   of (smoothed, 1..99 %-normalized) intensity it climbs, so ``D_c`` stays small inside the
    homogeneous region a stroke was drawn in and grows fast across its edges (skimage's
    minimum-cost-path, 8-connected, with the pixel spacing). The evidence is
-   ``g_c = exp(-D_c / tau_mm)``.
+   ``g_c = exp(-D_c / tau_mm)``: it falls by ``e`` over ``tau_mm`` of plain distance or over
+   one ``contrast`` of intensity change.
 2. **Fusion.** The model's class log-probabilities get ``strength * g_c`` added to class ``c``
    (renormalized), so a stroke overrules the model in its region and fades away from it.
 3. **Hard constraints.** Scribbled pixels (and pixels to ``keep``, e.g. painted by hand) are
@@ -54,8 +55,8 @@ class ScribbleParams:
     """How strokes correct a segmentation (see the module docstring).
 
     ``strength``: log-odds added to a stroke's class at the stroke; ``tau_mm``: geodesic decay
-    length of the evidence; ``edge_weight``: mm of path cost per normalized intensity unit
-    climbed; ``smooth_px``: Gaussian sigma (pixels) before intensity gradients; ``reach``: the
+    length of the evidence; ``contrast``: the intensity change (normalized 0..1) that costs as
+    much as ``tau_mm`` of distance (smaller: edges stop a stroke sooner); ``smooth_px``: Gaussian sigma (pixels) before intensity gradients; ``reach``: the
     evidence below which a stroke does not change a pixel; ``neighbours``: slices on each side
     that "apply to neighbouring slices" corrects; ``decay``: evidence factor per slice of
     distance when propagating; ``max_distance``: farthest slice a stroke is carried to;
@@ -65,7 +66,7 @@ class ScribbleParams:
 
     strength: float = 6.0
     tau_mm: float = 10.0
-    edge_weight: float = 50.0
+    contrast: float = 0.1
     smooth_px: float = 1.0
     reach: float = 0.02
     neighbours: int = 2
@@ -80,11 +81,11 @@ class ScribbleParams:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"scribble parameter {name} must be a positive number, got {v!r}")
-        for name in ("edge_weight", "smooth_px"):
+        for name in ("smooth_px",):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"scribble parameter {name} must be >= 0, got {v!r}")
-        for name in ("reach", "decay", "similarity"):
+        for name in ("reach", "decay", "similarity", "contrast"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v < 1):
                 raise ValueError(f"scribble parameter {name} must be in (0, 1), got {v!r}")
@@ -104,6 +105,11 @@ class ScribbleParams:
         except ValueError:
             base = default_params("")
         return replace(base, mode="2d", workers=1, band_mm=None, protect=False)
+
+    @property
+    def edge_weight(self) -> float:
+        """mm of path cost per normalized intensity unit climbed (``tau_mm / contrast``)."""
+        return self.tau_mm / self.contrast
 
     @property
     def reach_mm(self) -> float:
@@ -163,15 +169,16 @@ def _check_scribbles(scribbles: Any, shape: tuple, n_classes: int, ignore: int) 
     return s
 
 
-def _cost(norm255: np.ndarray, spacing: Sequence[float], params: ScribbleParams) -> np.ndarray:
+def _cost(norm255: np.ndarray, spacing: Sequence[float], edge_weight: float,
+          smooth_px: float) -> np.ndarray:
     """Per-pixel path cost (per mm): ``sqrt(1 + (edge_weight * |grad I|)^2)``, I in 0..1."""
     from scipy import ndimage
 
     img = norm255.astype(np.float32) / np.float32(255.0)
-    if params.smooth_px > 0:
-        img = ndimage.gaussian_filter(img, params.smooth_px)
+    if smooth_px > 0:
+        img = ndimage.gaussian_filter(img, smooth_px)
     gy, gx = np.gradient(img, *[float(s) for s in spacing])
-    return np.sqrt(1.0 + (params.edge_weight ** 2) * (gy * gy + gx * gx)).astype(np.float64)
+    return np.sqrt(1.0 + (edge_weight ** 2) * (gy * gy + gx * gx)).astype(np.float64)
 
 
 def _window(seeds: np.ndarray, radius_px: Sequence[int], shape: tuple) -> tuple[slice, ...]:
@@ -214,8 +221,8 @@ def geodesic_distance(image: Any, seeds: Any, spacing: Sequence[float] = (1.0, 1
     mask = np.asarray(seeds, dtype=bool)
     if img.ndim != 2 or mask.shape != img.shape:
         raise ValueError(f"need a 2D image and a seed mask of its shape; got {img.shape}, {mask.shape}")
-    params = ScribbleParams(edge_weight=edge_weight, smooth_px=smooth_px)
-    return _geodesic(_cost(normalize_intensity(img), spacing, params), mask, spacing, max_mm)
+    return _geodesic(_cost(normalize_intensity(img), spacing, edge_weight, smooth_px), mask,
+                     spacing, max_mm)
 
 
 def _evidence(cost: np.ndarray, strokes: np.ndarray, spacing: Sequence[float], n_classes: int,
@@ -334,7 +341,7 @@ def correct_slice(probabilities: Any, image: Any, scribbles: Any,
         raise ValueError(f"base labels have shape {base.shape}, the image {img.shape}")
     keep_mask = None if keep is None else np.asarray(keep, dtype=bool)
     norm255 = normalize_intensity(img) if norm is None else np.asarray(norm, dtype=np.float32)
-    cost = _cost(norm255, sp, params)
+    cost = _cost(norm255, sp, params.edge_weight, params.smooth_px)
     boost, gmax = _evidence(cost, s, sp, c, params, ignore)
     labels, region = _correct(probs, norm255, sp, boost, gmax, _clamp_map(s, ignore, keep_mask, base),
                               base, params)
@@ -374,7 +381,7 @@ def apply_scribbles(probabilities: Any, image: Any, scribbles: Any, spacing: Seq
         sz = s[z]
         if not (sz != ignore).any():
             continue
-        cost = _cost(norm[z], sp[-2:], params)
+        cost = _cost(norm[z], sp[-2:], params.edge_weight, params.smooth_px)
         boost, _ = _evidence(cost, sz, sp[-2:], p.shape[0], params, ignore)
         fused = _fuse(p[(slice(None),) + z], boost)
         _clamp(fused, np.where(sz != ignore, sz.astype(np.int64), -1))
@@ -430,7 +437,7 @@ def propagate_job(probabilities: Any, image: Any, scribbles: Any, spacing: Seque
     yield Progress(0, len(targets), "scribbles", f"Correcting {len(targets)} slices")
     for i, z in enumerate(targets):
         kz = None if keep_mask is None else keep_mask[z]
-        cost = _cost(norm[z], sp, params)
+        cost = _cost(norm[z], sp, params.edge_weight, params.smooth_px)
         if drawn[z]:
             boost, gmax = _evidence(cost, s[z], sp, c, params, ignore)
         else:
