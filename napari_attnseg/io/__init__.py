@@ -112,8 +112,10 @@ def read_volume(path: str | Path, series_uid: str | None = None, *,
         if split_4d is not None:
             raise ReadError(p, "split_4d applies to 4D NIfTI/NRRD files, not DICOM")
         from .dicom import read_dicom
+        from .dicom_seg import is_dicom_seg, read_dicom_seg
 
-        vol = read_dicom(p, series_uid)
+        # a SEG file: labels on its referenced series' grid (never stacked as an image series)
+        vol = read_dicom_seg(p) if is_dicom_seg(p) else read_dicom(p, series_uid)
     else:
         if series_uid is not None and series_uid not in (p.name, str(p)):
             raise ReadError(p, f"series_uid={series_uid!r} given but this {fmt} file holds one "

@@ -33,6 +33,9 @@ POSITION_TOL = 1e-3
 #: LPS (x, y, z) -> the Volume world (S, A, R)
 LPS_TO_SAR = np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [-1.0, 0.0, 0.0]])
 _MAX_PROBE = 200
+#: Segmentation Storage and Label Map Segmentation Storage: read by :mod:`.dicom_seg`, never
+#: stacked as an image series (their frames share positions, one per segment)
+SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 
 
 # ---------------------------------------------------------------------- cheap detection
@@ -221,7 +224,7 @@ def scan(path: str | Path) -> tuple[dict[str, list[_Frame]], dict[str, list[Any]
         if ds is None:
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "unknown-series")
-        if _has_pixels(ds):
+        if _has_pixels(ds) and str(ds.get("SOPClassUID", "")) not in SEG_SOP_CLASSES:
             groups[uid].extend(_expand(ds, f))
         else:
             no_pixels[uid].append(ds)
@@ -229,6 +232,11 @@ def scan(path: str | Path) -> tuple[dict[str, list[_Frame]], dict[str, list[Any]
         if no_pixels:
             kinds = sorted({str(getattr(d.get("SOPClassUID"), "name", d.get("SOPClassUID", "?")))
                             for ds_list in no_pixels.values() for d in ds_list})
+            if any(str(d.get("SOPClassUID", "")) in SEG_SOP_CLASSES
+                   for ds_list in no_pixels.values() for d in ds_list):
+                raise ReadError(path, "holds a DICOM-SEG but not the image series it segments; "
+                                      "open the SEG file itself, with its series in the same or "
+                                      "a neighbouring folder")
             raise ReadError(path, "DICOM without pixel data (no image to show; SOP class: "
                                   f"{', '.join(kinds)}, e.g. a structured report)")
         raise ReadError(path, "no DICOM files found" + (" in this folder" if not single else ""))
@@ -465,6 +473,9 @@ def read_dicom(path: str | Path, series_uid: str | None = None) -> Volume:
         "qform_code": 1,
         "sform_code": 1,
     }
+    if all(f.frame is None for f in geo.frames):  # single-frame files: what a DICOM-SEG cites
+        header["sop_instance_uids"] = [str(f.ds.get("SOPInstanceUID", "")) for f in geo.frames]
+        header["frame_files"] = [str(f.path) for f in geo.frames]
     if geo.positions is not None:
         header["slice_positions_mm"] = [round(p, 4) for p in geo.positions]
     for w in warnings:

@@ -24,4 +24,8 @@ def read_label_layers(path: str | Path) -> list[Volume] | None:
         from .seg_nrrd import is_seg_nrrd, read_seg_nrrd_layers
 
         return read_seg_nrrd_layers(p) if is_seg_nrrd(p) else None
+    from .dicom_seg import is_dicom_seg, read_dicom_seg_layers
+
+    if is_dicom_seg(p):
+        return read_dicom_seg_layers(p)
     return None

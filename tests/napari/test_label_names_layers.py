@@ -36,7 +36,8 @@ def test_reader_shows_names_and_colours(tmp_path, make_napari_viewer):
     assert np.allclose(layer.colormap.map(1), [1, 0, 0, 1])
     assert np.allclose(layer.colormap.map(2), [0, 1, 0, 1])
     assert layer.colormap.map(0)[3] == 0  # background transparent
-    z, y, x = np.argwhere(layer.data == 2)[0]
+    z, y, x = np.round(np.argwhere(layer.data == 2).mean(0)).astype(int)  # inside the lesion
+    assert layer.data[z, y, x] == 2
     status = layer.get_status(layer.data_to_world((z, y, x)), world=True)
     assert "lesion" in str(status)
 
@@ -90,3 +91,29 @@ def test_layered_seg_nrrd_opens_as_one_layer_per_layer(tmp_path, make_napari_vie
     assert np.allclose(layers[1].colormap.map(1), [0, 0, 1, 1])
     assert np.array_equal(layers[1].data == 1, b.T)
     assert np.allclose(layers[0].scale, layers[1].scale)
+
+
+def test_dicom_seg_writer_and_reader_sit_on_the_series(tmp_path, make_napari_viewer):
+    pytest.importorskip("highdicom")
+    import shutil
+
+    shutil.copytree(ROOT / "sample_data" / "ct_dicom", tmp_path / "ct")
+    viewer = make_napari_viewer()
+    (image,) = _open(viewer, tmp_path / "ct")
+    lab = np.zeros(image.data.shape, np.uint8)
+    lab[5:10, 30:70, 30:70] = 1
+    from napari_attnseg._napari.layers import derived_layer_kwargs
+    from napari_attnseg._napari.writer_formats import write_dicom_seg
+
+    kw = derived_layer_kwargs(image, "ct [attnseg]",
+                              provenance={"label_names": {"0": "background", "1": "organ"}})
+    labels = viewer.add_labels(lab, **kw)
+    (written,) = write_dicom_seg(str(tmp_path / "result"), labels.data, labels._get_state())
+    assert written.endswith("result.dcm")
+    (seg,) = _open(viewer, written)
+    assert type(seg).__name__ == "Labels" and seg.name == "result"
+    assert np.array_equal(seg.data, lab)
+    assert np.allclose(seg.scale, image.scale) and np.allclose(seg.translate, image.translate)
+    where = seg.data_to_world((7, 50, 50))
+    viewer.dims.set_point(0, where[0])  # show that slice: the status reads the shown slice
+    assert "organ" in str(seg.get_status(where, world=True))
