@@ -143,7 +143,8 @@ def finetune_once(base: Any, image: Any, labels: Any, reviewed: list[int], secon
     else:
         job = finetune_job(base, pairs, cfg, registry, name)
     res = drain(job)
-    return res, load_model(res.entry.path)
+    # no epoch beat the base: nothing was saved and the best weights are the base's own
+    return res, (load_model(res.entry.path) if res.entry is not None else base)
 
 
 def run_curve(base: Any, image: Any, gt: np.ndarray, ks: list[int], seconds: float, registry: Any, *,
@@ -167,18 +168,18 @@ def run_curve(base: Any, image: Any, gt: np.ndarray, ks: list[int], seconds: flo
         if k == 0:
             model = base
             row.update(n_train=0, n_val=0, steps=0, train_s=0.0, val_before=float("nan"),
-                       val_after=float("nan"), activated=False, stopped="no training")
+                       val_after=float("nan"), activated=False, saved=False, stopped="no training")
         else:
             t0 = time.perf_counter()
             res, model = finetune_once(base, image, labels, reviewed, seconds, registry, val_mode=val_mode,
                                        seed=seed, threads=threads, batch_size=batch_size, lr=lr)
             tr = res.train_result
-            prov = json.loads((Path(res.entry.path) / "config.json").read_text())["provenance"]["split"]
+            prov = res.split
             row.update(n_train=sum(len(p["slices"]) for p in prov["train"]),
                        n_val=sum(len(p["slices"]) for p in prov["validation"]),
                        steps=int(tr.steps), train_s=round(time.perf_counter() - t0, 1),
                        val_before=round(res.before_dice, 4), val_after=round(res.after_dice, 4),
-                       activated=bool(res.activated), stopped=tr.stopped)
+                       activated=bool(res.activated), saved=res.entry is not None, stopped=tr.stopped)
         pred = predict(model, image, pcfg).labels
         row.update(score_unreviewed(pred, gt, reviewed))
         if common:

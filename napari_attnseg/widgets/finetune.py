@@ -4,8 +4,10 @@ thread, with a live loss / validation-Dice plot and a Stop button; then show wha
 * Pairs: (image, corrected labels) layers; only the slices marked reviewed (painted on, the
   "Mark current slice reviewed" button or Shift-R on the labels layer) are used for training.
 * Train: layers are copied on the GUI thread into ``TrainingPair``s; the fine-tune job runs in a
-  thread worker. The result is a new registry version; it becomes active only if its held-out
-  Dice is not worse than the base model's. The user's labels layers are never modified.
+  thread worker. A new registry version is saved only if its held-out Dice beats the base
+  model's, and made active only when that validation can be trusted (foreground in the reviewed
+  slices, more than one held-out slice, not stopped early); the result line says which and why.
+  The user's labels layers are never modified.
 * Uncertainty: entropy of the "<image> [attnseg] probabilities" layer (or of a test-time-flip
   prediction), shown as "<image> [attnseg] uncertainty", with the most uncertain unreviewed slices
   ranked and a "Next slice" button.
@@ -188,19 +190,33 @@ class FinetuneWidget(QWidget):
                 ReviewTracker.for_layer(ly, self.viewer)
 
     def refresh_models(self) -> None:
+        from ..errors import ModelError
         from ..model.registry import ModelRegistry
 
         reg = ModelRegistry()
         self.model_combo.clear()
         entries = reg.list_models()
         preferred = None
-        default = reg.default_model()
+        broken: dict[str, str] = {}  # name -> why its active version cannot be told
+        try:
+            default = reg.default_model()
+        except ModelError as exc:
+            default = None
+            broken["(default)"] = str(exc)
+        actives: dict[str, Any] = {}
         for e in entries:
-            active = reg.active(e.name)
+            if e.name not in actives and e.name not in broken:
+                try:
+                    actives[e.name] = reg.active(e.name)
+                except ModelError as exc:  # listed, but the user must fix active.json
+                    broken[e.name] = str(exc)
+            active = actives.get(e.name)
             is_active = active is not None and active.version == e.version
             self.model_combo.addItem(f"{e.ref}{' (active)' if is_active else ''}", e.ref)
             if is_active and (preferred is None or (default and e.name == default.name)):
                 preferred = e.ref
+        if broken:
+            self.result_label.setText("Model registry problem: " + next(iter(broken.values())))
         if preferred is None and default is not None:
             preferred = default.ref
         if preferred is not None:
@@ -382,9 +398,14 @@ class FinetuneWidget(QWidget):
     def _cancelled_message(self, req: TrainRequest) -> str:
         from ..model.registry import ModelRegistry
 
+        from ..errors import ModelError
+
         reg = ModelRegistry()
         new = [e for e in reg.versions(req.name) if e.version not in req.versions_before]
-        active = reg.active(req.name)
+        try:
+            active = reg.get(req.name) if reg.versions(req.name) else None
+        except ModelError:
+            active = None
         act = f"{active.ref} stays active" if active else "the active model is unchanged"
         if not new:
             return f"Cancelled: nothing saved; {act}."
@@ -393,24 +414,28 @@ class FinetuneWidget(QWidget):
     def show_result(self, result: Any) -> None:
         self.last_result = result
         entry = result.entry
-        if entry is None:
-            self.result_label.setText("Training ended: nothing saved; the active model is unchanged.")
+        stopped = getattr(result.train_result, "stopped", "") == "stopped"
+        dice = (f"{'Stopped: ' if stopped else ''}held-out Dice before {result.before_dice:.3f}"
+                f" → {'best ' if entry is None else 'after '}{result.after_dice:.3f}")
+        n_val = int(getattr(result, "val_slices", 0) or 0)
+        if n_val:
+            dice += f" on {n_val} held-out slice{'s' if n_val != 1 else ''}"
+        if entry is None:  # no epoch beat the base: no version was written
+            self.result_label.setText(f"{dice}. No improvement within the budget: nothing saved; the "
+                                      "previous version stays active.")
+            self.resegment_button.setEnabled(False)
             return
         self.progress.bar.setValue(100)
-        stopped = getattr(result.train_result, "stopped", "") == "stopped"
         # the job is run with activate_on_stop=False: Stop never changes the active model
-        activated = bool(result.activated)
-        keep = f"the previous version stays active; you can still pick v{entry.version}."
-        text = (f"{'Stopped: ' if stopped else ''}held-out Dice before {result.before_dice:.3f}"
-                f" → after {result.after_dice:.3f}; saved as {entry.ref}. ")
-        if activated:
+        text = f"{dice}; saved as {entry.ref}. "
+        if result.activated:
             text += f"{entry.ref} is now active."
-        elif getattr(result, "unchanged", False):
-            text += f"No improvement within the budget: {keep}"
-        elif stopped:
-            text += f"Training was stopped, so {keep}"
         else:
-            text += f"New model worse: {keep}"
+            why = "; ".join(getattr(result, "not_activated_because", ()) or ())
+            if not why and stopped:
+                why = "training was stopped"
+            text += (f"Not activated{(' because ' + why) if why else ''}: the previous version stays active; "
+                     f"you can still pick v{entry.version}.")
         self.result_label.setText(text)
         self.resegment_button.setEnabled(True)
 

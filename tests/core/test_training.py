@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from napari_attnseg._progress import drain
+from napari_attnseg.errors import TrainingDataError
 from napari_attnseg.model.attention_unet import AttentionUNet, UNetConfig
 from napari_attnseg.model.checkpoint import ModelSpec, load_model
 from napari_attnseg.model.registry import ModelRegistry
@@ -308,7 +309,9 @@ def test_worse_finetune_keeps_previous_active(registry_with_base, monkeypatch):
 
     monkeypatch.setattr(ft, "train_job", worse)
     res = drain(finetune_job(base, [_pair()], _cfg(epochs=1, steps_per_epoch=1), reg))
-    assert not res.activated and res.entry.version == "2"
+    assert not res.activated and res.entry is None and res.unchanged  # worse: nothing saved at all
+    assert "nothing saved" in res.note and "tiny@1 stays active" in res.note
+    assert [e.version for e in reg.versions("tiny")] == ["1"]
     assert reg.active("tiny").version == "1" and reg.get("tiny").version == "1"
 
 
@@ -323,7 +326,7 @@ def test_stop_and_failures_leave_the_registry_consistent(registry_with_base, mon
             break
     assert _snapshot_registry(reg) == before
     # too few reviewed slices: refused before anything runs
-    with pytest.raises(ValueError, match="need at least"):
+    with pytest.raises(TrainingDataError, match="need at least"):
         finetune_job(base, [_pair(np.eye(6, dtype=bool)[2])], _cfg(), reg)
     # corrupted input: labels outside the model's classes
     img, lab = _volume()
@@ -415,6 +418,7 @@ def test_a_stopped_run_is_not_activated_unless_asked(registry_with_base, monkeyp
     res = drain(finetune_job(base, [_pair()], _cfg(epochs=1, steps_per_epoch=1), reg))
     assert res.stopped and not res.activated and not res.unchanged
     assert reg.active("tiny").version == "1" and res.entry.version == "2"
+    assert "NOT activated because training was stopped" in res.note
     assert load_model(res.entry.path).spec.provenance["improved"] is True
     res = drain(finetune_job(base, [_pair()], _cfg(epochs=1, steps_per_epoch=1), reg,
                              activate_on_stop=True))
@@ -425,5 +429,5 @@ def test_no_improvement_within_the_budget_is_flagged_and_not_activated(registry_
     reg, base = registry_with_base
     _fake_train(monkeypatch, stopped="time_budget", best_epoch=0)
     res = drain(finetune_job(base, [_pair()], _cfg(epochs=1, steps_per_epoch=1), reg))
-    assert res.unchanged and not res.activated
-    assert res.entry.version == "2" and reg.active("tiny").version == "1"
+    assert res.unchanged and not res.activated and res.entry is None  # no version equal to the base
+    assert [e.version for e in reg.versions("tiny")] == ["1"] and reg.active("tiny").version == "1"

@@ -278,13 +278,23 @@ def test_no_improvement_message(scene):
     from types import SimpleNamespace
 
     viewer, w, labels, gt = scene
-    result = SimpleNamespace(entry=SimpleNamespace(ref="tiny@2", version="2"), before_dice=0.9,
-                             after_dice=0.9, activated=False, unchanged=True,
-                             train_result=SimpleNamespace(stopped="time_budget"))
+    result = SimpleNamespace(entry=None, before_dice=0.9, after_dice=0.9, activated=False, unchanged=True,
+                             val_slices=3, train_result=SimpleNamespace(stopped="time_budget"))
     w.show_result(result)
     text = w.result_label.text()
-    assert "No improvement within the budget" in text and "worse" not in text
-    assert "previous version stays active" in text and "v2" in text
+    assert "No improvement within the budget: nothing saved" in text and "worse" not in text
+    assert "previous version stays active" in text and "on 3 held-out slices" in text
+    assert not w.resegment_button.isEnabled()
+    # saved but not activated: the reasons are shown
+    result = SimpleNamespace(entry=SimpleNamespace(ref="tiny@2", version="2"), before_dice=0.5, after_dice=0.7,
+                             activated=False, unchanged=False, val_slices=1,
+                             not_activated_because=("it was validated on a single slice, too few to trust "
+                                                    "automatically",),
+                             train_result=SimpleNamespace(stopped="epochs"))
+    w.show_result(result)
+    text = w.result_label.text()
+    assert "saved as tiny@2" in text and "Not activated because it was validated on a single slice" in text
+    assert "previous version stays active" in text and "v2" in text and w.resegment_button.isEnabled()
 
 
 def test_loss_plot_import_still_works():
