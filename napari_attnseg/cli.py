@@ -20,6 +20,7 @@ COMMANDS = {
     "finetune": "Fine-tune a model on corrected labels",
     "train": "Train a model from a dataset folder (Decathlon / nnU-Net layout) or pairs",
     "benchmark": "Compare methods on a dataset with confidence intervals",
+    "export": "Export a model as ONNX (.onnx) or TorchScript (.pt)",
 }
 
 

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for PyTorch (default: PyTorch's choice)")
     add_spacing_argument(parser)
+    from ._backend import add_backend_argument
+
+    add_backend_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -80,7 +83,6 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.device import device_summary, select_device
     from ..inference.predictor import PredictConfig, plan_prediction, predict_job
     from ..io import write_volume
-    from ..model.checkpoint import load_model
     from ._common import run_with_progress
 
     if args.threads is not None:
@@ -91,15 +93,17 @@ def run(args: argparse.Namespace) -> int:
                            device=args.device, precision=args.precision, modality=args.modality,
                            window=args.window)
     volume = read_with_spacing(args.input, args.spacing, modality=args.modality or None)
-    folder = resolve_model_folder(args.model, volume)
+    from ._backend import load_predict_model
+
+    model, config = load_predict_model(args, volume, config, resolve_model_folder)
     device = select_device(config.device)
-    model = load_model(folder, device="cpu")
     plan = plan_prediction(model, volume, config, device=device)
     logger.info("model %s on %s; %s", model.model_id, device_summary(device), plan.message)
     if device.type == "cpu":
         logger.info("running on the CPU: slower than a GPU")
     result = run_with_progress(predict_job(model, volume, config), desc="predict",
                                quiet=args.quiet)
+    result.provenance["backend"] = args.backend
     labels = volume.with_data(result.labels, is_labels=True)
     write_volume(labels, args.output, provenance=result.provenance)
     logger.info("wrote %s (%d windows, %.2f s on %s)", args.output, result.n_windows,
