@@ -5,9 +5,19 @@ sits exactly on its source (same scale, translate, affine) and carries the sourc
 writer needs. Nothing here imports napari: layers are duck-typed (``.data``, ``.scale``,
 ``.translate``, ``.affine``, ``.metadata``, ``.name``), so the mapping is testable without Qt.
 
-napari composes ``world = affine @ (scale * index + translate)``. For an identity direction we
-emit ``scale = spacing, translate = origin`` (what users expect to see in the layer controls);
-for any other direction ``translate`` is zero and ``affine = [direction | origin]``.
+napari composes ``world = affine @ (scale * index + translate)``, and its 2D slicing cannot take
+an affine that permutes axes (a scan stored PSR or LIP aborted in ``paintGL``). So a layer shows
+the volume's axes in world order: ``layer.data = np.transpose(volume.data, perm)`` with
+:func:`napari_attnseg.orientation.axis_permutation` (a numpy view: no copy, painting writes
+through), and the layer's transform is the volume's with its columns in the same order. For an
+identity direction we emit ``scale = spacing, translate = origin``; for any other (flips,
+oblique) ``translate`` is zero and ``affine = [direction | origin]`` (a flip or a small rotation,
+which napari slices). World coordinates are unchanged, and ``metadata["attnseg"]["storage_axes"]``
+(layer axis ``i`` = stored axis ``storage_axes[i]``) lets :func:`layer_to_source_volume` (the
+writers) give back the stored array order and affine exactly.
+
+:func:`layer_to_volume` returns the volume in the layer's own axis order (what widgets compute
+on: results go back on the same layer grid); :func:`layer_to_source_volume` the stored one.
 """
 
 from __future__ import annotations
@@ -20,17 +30,71 @@ from typing import Any
 
 import numpy as np
 
+from ..orientation import axis_permutation, compose, inverse_permutation
 from ..volume import Volume, volume_from_affine
 
 logger = logging.getLogger(__name__)
 
 #: Key under which the plugin keeps geometry, header and provenance in ``layer.metadata``.
 META_KEY = "attnseg"
+#: Header key of a layer-order volume: its axis ``i`` is the stored array's axis ``[i]``.
+STORAGE_AXES = "storage_axes"
+
+
+def _storage_axes(volume: Volume) -> tuple[int, ...]:
+    axes = (volume.header or {}).get(STORAGE_AXES)
+    n = volume.ndim
+    if axes is None or sorted(int(a) for a in axes) != list(range(n)):
+        return tuple(range(n))
+    return tuple(int(a) for a in axes)
+
+
+def to_layer_order(volume: Volume) -> Volume:
+    """``volume`` with its axes in world order (what a layer shows; a view of the same data).
+
+    The stored order is kept in ``header["storage_axes"]`` (composed with any earlier one), so
+    :func:`to_storage_order` undoes it exactly. Identity (the same object) when already in order.
+    """
+    perm = axis_permutation(volume.direction)
+    if perm == tuple(range(volume.ndim)):
+        return volume
+    header = dict(volume.header)
+    header[STORAGE_AXES] = list(compose(_storage_axes(volume), perm))
+    return Volume(
+        data=np.transpose(volume.data, perm),
+        spacing=tuple(volume.spacing[p] for p in perm), origin=volume.origin,
+        direction=np.asarray(volume.direction)[:, list(perm)], modality=volume.modality,
+        is_labels=volume.is_labels, source=volume.source, header=header,
+        warnings=volume.warnings, metadata=volume.metadata,
+    )
+
+
+def to_storage_order(volume: Volume) -> Volume:
+    """Inverse of :func:`to_layer_order`: the stored array order and affine (exact: only
+    entries are permuted), ``header["storage_axes"]`` removed."""
+    axes = _storage_axes(volume)
+    header = {k: v for k, v in dict(volume.header).items() if k != STORAGE_AXES}
+    if axes == tuple(range(volume.ndim)):
+        if STORAGE_AXES not in (volume.header or {}):
+            return volume
+        inv = axes
+    else:
+        inv = inverse_permutation(axes)
+    return Volume(
+        data=np.transpose(volume.data, inv),
+        spacing=tuple(volume.spacing[i] for i in inv), origin=volume.origin,
+        direction=np.asarray(volume.direction)[:, list(inv)], modality=volume.modality,
+        is_labels=volume.is_labels, source=volume.source, header=header,
+        warnings=volume.warnings, metadata=volume.metadata,
+    )
 
 
 def volume_to_layer_kwargs(volume: Volume, name: str | None = None,
                            provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Layer kwargs (``scale``, ``translate``, optional ``affine``, ``metadata``, ``name``)."""
+    """Layer kwargs (``scale``, ``translate``, optional ``affine``, ``metadata``, ``name``) for
+    ``volume.data`` in its own axis order. A volume read from a file may store its axes in a
+    permuted order that napari cannot slice: :func:`layer_data_tuple` (which readers use)
+    reorders it first; derived layers keep the order of the layer they come from."""
     n = volume.ndim
     kwargs: dict[str, Any] = {"scale": tuple(volume.spacing)}
     if volume.is_identity_direction:
@@ -44,6 +108,8 @@ def volume_to_layer_kwargs(volume: Volume, name: str | None = None,
     meta = dict(volume.metadata)
     if provenance:
         meta.update(provenance)
+    header = dict(volume.header)
+    storage_axes = header.pop(STORAGE_AXES, None)
     kwargs["metadata"] = {
         META_KEY: {
             "spacing": tuple(volume.spacing),
@@ -51,10 +117,13 @@ def volume_to_layer_kwargs(volume: Volume, name: str | None = None,
             "direction": np.array(volume.direction).tolist(),
             "modality": volume.modality,
             "source": volume.source,
-            "header": dict(volume.header),
+            "header": header,
             "warnings": list(volume.warnings),
             "provenance": meta,
             "shape": tuple(volume.shape),
+            STORAGE_AXES: list(storage_axes) if storage_axes is not None else list(range(n)),
+            # world axes of a 3D layer (the display convention and orientation letters use it)
+            "world_axes": ["S", "A", "R"] if n == 3 else None,
         }
     }
     if name is not None:
@@ -65,8 +134,10 @@ def volume_to_layer_kwargs(volume: Volume, name: str | None = None,
 def layer_data_tuple(volume: Volume, name: str | None = None,
                      provenance: Mapping[str, Any] | None = None,
                      layer_type: str | None = None) -> tuple[np.ndarray, dict[str, Any], str]:
-    """A napari LayerDataTuple for ``volume`` (Labels for label volumes, else Image)."""
+    """A napari LayerDataTuple for ``volume`` (Labels for label volumes, else Image), its axes
+    in world order (:func:`to_layer_order`: a transposed view when stored permuted)."""
     kind = layer_type or ("labels" if volume.is_labels else "image")
+    volume = to_layer_order(volume)
     kwargs = volume_to_layer_kwargs(volume, name, provenance)
     if kind == "labels":  # known names/colours: a direct colormap and a features table
         from .label_style import label_layer_style
@@ -125,6 +196,9 @@ def layer_to_volume(layer: Any, data: np.ndarray | None = None) -> Volume:
     affine = _layer_affine_matrix(layer)
     if meta is not None and tuple(meta.get("shape", ())) == arr.shape:
         header = dict(meta.get("header", {}))
+        axes = meta.get(STORAGE_AXES)
+        if axes is not None and list(axes) != list(range(arr.ndim)):
+            header[STORAGE_AXES] = [int(a) for a in axes]
         modality = meta.get("modality", "")
         source = meta.get("source")
         provenance = dict(meta.get("provenance", {}))
@@ -137,6 +211,12 @@ def layer_to_volume(layer: Any, data: np.ndarray | None = None) -> Volume:
     )
 
 
+def layer_to_source_volume(layer: Any, data: np.ndarray | None = None) -> Volume:
+    """The layer as the stored volume: array order and affine of the file it came from (the
+    writers' input), see :func:`to_storage_order`."""
+    return to_storage_order(layer_to_volume(layer, data))
+
+
 def derived_layer_kwargs(source_layer: Any, name: str,
                          provenance: Mapping[str, Any] | None = None,
                          shape: tuple[int, ...] | None = None) -> dict[str, Any]:
@@ -144,7 +224,11 @@ def derived_layer_kwargs(source_layer: Any, name: str,
     vol = layer_to_volume(source_layer)
     if shape is not None and tuple(shape) != vol.shape:
         raise ValueError(f"derived layer shape {shape} differs from the source {vol.shape}")
-    return volume_to_layer_kwargs(vol, name=name, provenance=provenance)
+    kwargs = volume_to_layer_kwargs(vol, name=name, provenance=provenance)
+    # patient space only when the source is in it (not a (t, y, x) cine or another reader's)
+    source_meta = (getattr(source_layer, "metadata", None) or {}).get(META_KEY) or {}
+    kwargs["metadata"][META_KEY]["world_axes"] = source_meta.get("world_axes")
+    return kwargs
 
 
 def _names_from(value: Any) -> dict[int, str]:

@@ -2,9 +2,11 @@
 
 napari passes ``(path, data, meta)`` where ``meta`` is the layer state (``scale``,
 ``translate``, ``rotate``, ``shear``, ``affine``, ``metadata``, ``name``). The volume is rebuilt
-through :func:`napari_attnseg._napari.layers.layer_to_volume` - the plugin's metadata (source
-header, modality, provenance) when present, else the layer's own transform - and saved by
-:func:`napari_attnseg.io.write_volume` (atomic, verified, JSON sidecar beside it).
+through :func:`napari_attnseg._napari.layers.layer_to_source_volume` - the plugin's metadata
+(source header, modality, provenance, the stored axis order) when present, else the layer's own
+transform - and saved by :func:`napari_attnseg.io.write_volume` (atomic, verified, JSON sidecar
+beside it). A scan stored with permuted axes (PSR, LIP, ...) is shown in world axis order; the
+writer transposes back, so the saved mask has the source's array order, header and affine.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from .layers import META_KEY, layer_to_volume
+from .layers import META_KEY, layer_to_source_volume
 
 
 def meta_to_volume(data: Any, meta: Mapping[str, Any], *, is_labels: bool):
-    """Rebuild a :class:`~napari_attnseg.volume.Volume` from napari writer arguments."""
+    """Rebuild the stored :class:`~napari_attnseg.volume.Volume` (the source file's array order
+    and affine) from napari writer arguments."""
     arr = np.asarray(data)
     n = arr.ndim
     scale = np.asarray(meta.get("scale", np.ones(n)), dtype=float)
@@ -33,7 +36,7 @@ def meta_to_volume(data: Any, meta: Mapping[str, Any], *, is_labels: bool):
                            rotate=meta.get("rotate"), shear=meta.get("shear"),
                            affine=meta.get("affine"), metadata=dict(meta.get("metadata") or {}),
                            name=meta.get("name", "layer"))
-    vol = layer_to_volume(fake)
+    vol = layer_to_source_volume(fake)
     return replace(vol, is_labels=is_labels)
 
 

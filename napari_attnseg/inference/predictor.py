@@ -2,10 +2,12 @@
 the Segment widget, ``attnseg predict`` and scripts.
 
 Pipeline: check the input against the model (dimensions, channels) -> pick the device ->
-intensity preset -> (3D models) reorient to canonical and resample to the model's spacing ->
-plan memory -> Gaussian-blended sliding window (2D models run slice by slice along axis 0, the
-acquisition axis) -> undo resampling/reorientation -> float32 probabilities (C, *spatial) on the
-ORIGINAL grid and uint8/uint16 labels, with provenance.
+intensity preset -> (3D models) reorient to canonical and resample to the model's spacing;
+(2D models) put the axes in world order, so slices run along the axis closest to S (axial
+slices whatever the storage order: a PSR scan is not segmented in sagittal slices) with the
+in-plane axes as the viewer shows them -> plan memory -> Gaussian-blended sliding window (2D
+models slice by slice) -> undo resampling/reorientation -> float32 probabilities (C, *spatial)
+on the ORIGINAL grid and uint8/uint16 labels, with provenance.
 
 A CUDA out-of-memory error restarts the window loop with blending in host memory and half the
 batch, down to one window per batch, before giving up with a message.
@@ -29,6 +31,7 @@ from .. import __version__
 from .._options import choose
 from .._progress import Job, Progress, drain
 from ..errors import ModelError
+from ..orientation import axis_permutation
 from ..volume import Volume
 from .device import DEVICES, PRECISIONS, autocast_context, device_summary, select_device
 from .memory import MemoryPlan, plan_memory
@@ -222,6 +225,30 @@ class _Prepared:
     canonical_shape: tuple[int, ...]
     resampled: bool
     intensity: IntensityParams
+    slicewise: bool = False  # a 2D model (renormalize after an in-plane zoom)
+
+
+def slice_order(volume: Volume) -> tuple[int, ...]:
+    """The axis order 2D models see ``volume`` in: world order (array axis ``perm[0]`` is the
+    one closest to world S, so a 3D volume is cut in axial slices), as the viewer shows it."""
+    return axis_permutation(volume.direction)
+
+
+def slice_axis(volume: Volume) -> int:
+    """The array axis along which 2D models (and :func:`predict_slice`) take slices."""
+    return slice_order(volume)[0] if volume.ndim == 3 else 0
+
+
+def _in_slice_order(volume: Volume) -> tuple[Volume, tuple[int, ...]]:
+    """``volume`` transposed to :func:`slice_order` (a view; the same volume when in order)."""
+    perm = slice_order(volume)
+    if perm == tuple(range(volume.ndim)):
+        return volume, perm
+    d = np.asarray(volume.direction)
+    return Volume(data=np.transpose(volume.data, perm),
+                  spacing=tuple(volume.spacing[p] for p in perm), origin=volume.origin,
+                  direction=d[:, list(perm)], modality=volume.modality,
+                  source=volume.source), perm
 
 
 def intensity_for(model: Any, volume: Volume, config: PredictConfig) -> IntensityParams:
@@ -240,10 +267,14 @@ def _prepare(model: Any, volume: Volume, intensity: IntensityParams) -> _Prepare
     data = intensity.apply(volume.data)
     np.nan_to_num(data, copy=False, nan=(intensity.lo - intensity.shift) / intensity.scale)
     if model_dims(model) == 2:
+        reo2 = Reorientation(slice_order(volume), ())
+        if not reo2.is_identity:
+            data = np.ascontiguousarray(to_canonical(data, reo2))
         zoomed = _inplane_shape(model, data.shape)
         if zoomed != data.shape:  # the model works at another in-plane resolution
-            return _Prepared(_resize_inplane(data, zoomed)[None], None, data.shape, True, intensity)
-        return _Prepared(data[None], None, data.shape, False, intensity)
+            return _Prepared(_resize_inplane(data, zoomed)[None], reo2, data.shape, True,
+                             intensity, slicewise=True)
+        return _Prepared(data[None], reo2, data.shape, False, intensity, slicewise=True)
     reo = canonical_reorientation(volume.direction)
     spacing = reoriented_spacing(volume.spacing, reo)
     if not reo.is_identity:
@@ -275,12 +306,10 @@ def _resize_inplane(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _restore(probs: np.ndarray, prep: _Prepared) -> np.ndarray:
-    if prep.resampled and prep.reo is None:  # 2D model with an in-plane zoom
-        probs = resample(probs, prep.canonical_shape, order=1, channels_first=True)
-        return np.ascontiguousarray(probs / np.maximum(probs.sum(0, keepdims=True), 1e-12),
-                                    dtype=np.float32)
     if prep.resampled:
         probs = resample(probs, prep.canonical_shape, order=1, channels_first=True)
+        if prep.slicewise:  # 2D model with an in-plane zoom
+            probs = probs / np.maximum(probs.sum(0, keepdims=True), 1e-12)
     if prep.reo is not None and not prep.reo.is_identity:
         probs = from_canonical(probs, prep.reo, channels_first=True)
     return np.ascontiguousarray(probs, dtype=np.float32)
@@ -289,7 +318,7 @@ def _restore(probs: np.ndarray, prep: _Prepared) -> np.ndarray:
 def model_grid_shape(model: Any, volume: Volume) -> tuple[int, ...]:
     """Spatial shape the network will see (after reorientation and resampling)."""
     if model_dims(model) == 2:
-        return _inplane_shape(model, volume.shape)
+        return _inplane_shape(model, tuple(volume.shape[p] for p in slice_order(volume)))
     reo = canonical_reorientation(volume.direction)
     shape = tuple(volume.shape[p] for p in reo.perm)
     spacing = reoriented_spacing(volume.spacing, reo)
@@ -438,11 +467,14 @@ def slice_volume(volume: Volume, index: int) -> Volume:
 def predict_slice(model: Any, volume: Volume | np.ndarray, index: int,
                   config: PredictConfig | None = None, *,
                   intensity: IntensityParams | None = None) -> Prediction:
-    """Current-slice preview: the prediction for slice ``index`` along axis 0, with the
-    intensity normalization of the whole volume (so it matches the whole-volume run).
+    """Current-slice preview: the prediction for slice ``index`` along :func:`slice_axis`
+    (axis 0 of a layer, whose axes are in world order; the axial axis of a stored volume), with
+    the intensity normalization of the whole volume (so it matches the whole-volume run).
 
     2D models run on that one slice; 3D models on a slab around it (the middle slice kept).
-    Returns probabilities (C, y, x) and labels (y, x).
+    Returns probabilities (C, a, b) and labels (a, b): the slice as
+    ``np.take(whole_volume_result, index, axis=slice_axis(volume))`` (the other two axes in
+    array order).
     """
     config = config or PredictConfig()
     volume = as_volume(model, volume)
@@ -451,8 +483,11 @@ def predict_slice(model: Any, volume: Volume | np.ndarray, index: int,
     if volume.ndim == 2:
         result = drain(predict_job(model, volume, config, intensity=intensity))
         return result
+    stored_shape = volume.shape
+    volume, perm = _in_slice_order(volume)
     if not 0 <= index < volume.shape[0]:
-        raise ValueError(f"slice index {index} is outside 0..{volume.shape[0] - 1}")
+        raise ValueError(f"slice index {index} is outside 0..{volume.shape[0] - 1} (axis "
+                         f"{perm[0]} of {stored_shape}, the axial one)")
     if model_dims(model) == 2:
         sub = slice_volume(volume, index)
         keep = None
@@ -468,6 +503,8 @@ def predict_slice(model: Any, volume: Volume | np.ndarray, index: int,
     probs, labels = res.probabilities, res.labels
     if keep is not None:
         probs, labels = probs[:, keep], labels[keep]
+    if perm[1] > perm[2]:  # in-plane axes back in array order
+        probs, labels = probs.transpose(0, 2, 1), labels.T
     seconds = time.perf_counter() - t0
     prov = dict(res.provenance, slice_index=int(index), seconds=round(seconds, 4))
     return Prediction(np.ascontiguousarray(probs), np.ascontiguousarray(labels), res.device,
@@ -506,7 +543,8 @@ def warm_up(model: Any, volume: Volume | np.ndarray, config: PredictConfig | Non
     if volume.ndim == 2:
         index = 0
     else:
-        index = volume.shape[0] // 2 if index is None else int(np.clip(index, 0, volume.shape[0] - 1))
+        n = volume.shape[slice_axis(volume)]
+        index = n // 2 if index is None else int(np.clip(index, 0, n - 1))
     predict_slice(model, volume, index, config, intensity=intensity)
     t0 = time.perf_counter()
     predict_slice(model, volume, index, config, intensity=intensity)
