@@ -13,6 +13,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from ._scribbles import add_finetune_arguments, sparse_labels, sparse_train_options
 from ._spacing import add_spacing_argument, apply_spacing
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     add_spacing_argument(parser)
     parser.add_argument("--threads", type=int, default=None)
+    add_finetune_arguments(parser)  # --ignore-label / --pairwise-weight: sparse labels
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -92,12 +94,13 @@ def run(args: argparse.Namespace) -> int:
             data = np.rint(data).astype(np.int64)
         lab = lab.with_data(data, is_labels=True)
         reviewed = parse_slices(args.reviewed_slices, img.shape[0]) if img.ndim == 3 else None
+        lab, reviewed = sparse_labels(lab, reviewed, args.ignore_label, lp)
         pairs.append(TrainingPair(img, lab, reviewed, ip.name))
     patch = tuple(args.patch_size or ((128, 128) if dims == 2 else (64, 64, 64)))
     config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                          patch_size=patch, lr=args.lr, max_seconds=args.max_seconds,
                          freeze_encoder=args.freeze_encoder, augment=not args.no_augment, precision=args.precision,
-                         seed=args.seed, num_threads=args.threads)
+                         seed=args.seed, num_threads=args.threads, **sparse_train_options(args))
     result = run_with_progress(finetune_job(base, pairs, config, registry, args.name), desc="finetune",
                                quiet=args.quiet)
     entry = result.entry

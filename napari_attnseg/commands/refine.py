@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import GeometryError, ReadError
 from ._common import run_with_progress
+from ._scribbles import add_refine_arguments, scribble_constraints
 from ._spacing import add_spacing_argument, apply_spacing
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-protect", action="store_true",
                         help="let the CRF erase a class (default: a class shrunk by more than "
                              "--max-shrink keeps its input labels)")
+    add_refine_arguments(parser)  # --scribbles / --ignore-label: hard constraints
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -89,13 +91,16 @@ def run(args: argparse.Namespace) -> int:
     if args.no_protect:
         changes["protect"] = False
     params = replace(params, **changes)
+    probs, constrain = scribble_constraints(args, probs, image)
     res = run_with_progress(refine_job(probs, image.data, image.spacing, params),
                             desc="refine", quiet=args.quiet)
     for warning in getattr(res, "warnings", ()):
         logger.warning("%s", warning)
-    out = image.with_data(res.labels, is_labels=True)
+    out = image.with_data(constrain(res.labels), is_labels=True)
     prov = {"crf": {"params": res.params.to_dict(), "n_changed": res.n_changed,
                     "probabilities": str(args.probs), "image": str(args.image)}}
+    if args.scribbles:
+        prov["crf"]["scribbles"] = {"file": str(args.scribbles), "ignore_label": args.ignore_label}
     path = write_volume(out, args.output, reference=image, provenance=prov)
     logger.info("wrote %s (%d voxels changed, %s mode, %.2f s)", path, res.n_changed,
                 res.params.mode, res.seconds)

@@ -90,6 +90,10 @@ class TrainConfig:
     channels_last: bool = True
     num_threads: int | None = None
     grad_clip: float = 12.0
+    #: sparse labels (scribbles): weight of the Dice term (0: partial cross-entropy only) and of
+    #: the pairwise gated-CRF term that spreads the supervision along the image (losses.py)
+    dice_weight: float = 1.0
+    pairwise_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "steps_per_epoch", "batch_size"):
@@ -114,6 +118,10 @@ class TrainConfig:
         object.__setattr__(self, "precision", choose(self.precision, PRECISIONS, "precision"))
         if self.ds_weights is not None:
             object.__setattr__(self, "ds_weights", tuple(float(w) for w in self.ds_weights))
+        for name in ("dice_weight", "pairwise_weight"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {v!r}")
         if self.num_threads is not None and int(self.num_threads) < 1:
             raise ValueError(f"num_threads must be a positive integer, got {self.num_threads!r}")
 
@@ -229,7 +237,8 @@ def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 _RESUME_KEYS = ("steps_per_epoch", "batch_size", "lr", "weight_decay", "patch_size", "augment",
-                "freeze_encoder", "seed", "precision", "deep_supervision", "ds_weights")
+                "freeze_encoder", "seed", "precision", "deep_supervision", "ds_weights", "dice_weight",
+                "pairwise_weight")
 
 
 # --------------------------------------------------------------------------- the job
@@ -287,7 +296,8 @@ def train_job(network: torch.nn.Module, spec: Any, train_pairs: Sequence[Trainin
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: max(0.0, 1.0 - min(s, total_steps) / total_steps) ** 0.9)
     ds_weights = config.ds_weights if config.deep_supervision else (1.0,)
-    loss_fn = DiceCELoss(ds_weights, distributed=world > 1)
+    loss_fn = DiceCELoss(ds_weights, distributed=world > 1, dice_weight=float(config.dice_weight),
+                         pairwise_weight=float(config.pairwise_weight))
     model: torch.nn.Module = network
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -376,7 +386,7 @@ def train_job(network: torch.nn.Module, spec: Any, train_pairs: Sequence[Trainin
                     out = model(x)
                 if not isinstance(out, (list, tuple)):
                     out = [out]
-                loss = loss_fn([o.float() for o in out], y, m)
+                loss = loss_fn([o.float() for o in out], y, m, image=x if config.pairwise_weight else None)
                 lv = float(loss.detach())
                 if not math.isfinite(lv):
                     raise TrainingError(
