@@ -108,6 +108,10 @@ def read_volume(path: str | Path, series_uid: str | None = None, *,
     if fmt is None:
         raise ReadError(p, "unsupported format: expected NIfTI (.nii, .nii.gz), NRRD (.nrrd), "
                            "DICOM (file or folder) or a 2D image (.png, .jpg, .tif)")
+    if fmt == "nifti":
+        from .atomic import recover_folder
+
+        recover_folder(p.parent)  # finish (or undo) a multi-file write a kill interrupted
     if fmt == "dicom":
         if split_4d is not None:
             raise ReadError(p, "split_4d applies to 4D NIfTI/NRRD files, not DICOM")
@@ -135,6 +139,9 @@ def read_volume(path: str | Path, series_uid: str | None = None, *,
             from .image2d import read_image2d
 
             vol = read_image2d(p, pixel_size_mm=pixel_size_mm)
+    from .validate import check_volume
+
+    check_volume(vol, p)  # the one gate: finite, non-singular geometry, real-valued voxels
     if vol.is_labels and fmt != "dicom":
         from .labeltable import with_label_info
 
@@ -189,10 +196,10 @@ def list_series(path: str | Path) -> list[SeriesInfo]:
 def _nifti_info(p: Path) -> SeriesInfo:
     import numpy as np
 
-    from ._common import check_file, squeeze_trailing
-    from .nifti import _load
+    from ._common import squeeze_trailing
+    from .nifti import _load, inspect_nifti
 
-    check_file(p)
+    inspect_nifti(p, verify_data=False)  # header checks only: the table lists, Open reads
     img = _load(p)
     shape = squeeze_trailing(img.shape, 2)
     spatial = shape[:3]

@@ -11,60 +11,23 @@ from ..errors import ReadError
 
 log = logging.getLogger(__name__)
 
-#: Label volumes have at most this many distinct values (background included).
-MAX_LABEL_VALUES = 256
-#: Float arrays whose values are all integers count as labels only with at most this many values.
-MAX_FLOAT_LABEL_VALUES = 32
-
 
 def check_file(path: Path) -> None:
-    """Raise ReadError for a missing or empty file (cheap checks before any parsing)."""
+    """Raise ReadError for a missing path, or a file that is empty or not a regular file (a
+    FIFO would block the reader forever); folders pass (the DICOM reader walks them)."""
+    from .validate import require_regular_file
+
     if not path.exists():
         raise ReadError(path, "file or folder does not exist")
-    if path.is_file() and path.stat().st_size == 0:
-        raise ReadError(path, "file is empty (0 bytes)")
+    if not path.is_dir():
+        require_regular_file(path)
 
 
-def count_unique(data: np.ndarray, limit: int) -> int | None:
-    """Number of distinct values, or None when it exceeds ``limit`` (stops early on big ranges)."""
-    if data.size == 0:
-        return 0
-    if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
-        lo, hi = int(data.min()), int(data.max())
-        if hi - lo > 10_000_000:
-            return None
-        n = int(np.count_nonzero(np.bincount((data.ravel().astype(np.int64) - lo))))
-        return n if n <= limit else None
-    # float: a sample first, so that a 16M-voxel image exits quickly
-    flat = data.ravel()
-    sample = flat[:: max(1, flat.size // 100_000)]
-    if len(np.unique(sample)) > limit:
-        return None
-    n = len(np.unique(flat))
-    return n if n <= limit else None
+def looks_like_labels(data: np.ndarray, hint: bool | None = None) -> bool:
+    """The label-map policy of :func:`napari_attnseg.io.validate.looks_like_labels`."""
+    from .validate import looks_like_labels as policy
 
-
-def looks_like_labels(data: np.ndarray) -> bool:
-    """True for non-negative integer-valued arrays with few distinct values.
-
-    Integer arrays: fewer than :data:`MAX_LABEL_VALUES` values. Float arrays: every value an
-    integer and at most :data:`MAX_FLOAT_LABEL_VALUES` values (masks saved as float).
-    """
-    if data.size == 0 or data.dtype == bool:
-        return data.dtype == bool
-    if np.issubdtype(data.dtype, np.integer):
-        if int(data.min()) < 0:
-            return False
-        n = count_unique(data, MAX_LABEL_VALUES - 1)
-        return n is not None
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.all(np.isfinite(data)) or float(data.min()) < 0:
-            return False
-        n = count_unique(data, MAX_FLOAT_LABEL_VALUES)
-        if n is None:
-            return False
-        return bool(np.all(np.mod(data, 1) == 0))
-    return False
+    return policy(data, hint)
 
 
 def smallest_uint(data: np.ndarray) -> np.dtype:

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import MissingDependencyError, ReadError
 from ..volume import Volume, volume_from_affine
 from ._common import check_file
+from .dicom_checks import check_declared_size, check_rescale, place_missing_positions
 from .series import SeriesInfo
 
 log = logging.getLogger(__name__)
@@ -434,7 +435,7 @@ def _pick(groups: dict[str, list[_Frame]], series_uid: str | None, where: Path
               f"{len(groups[u])} slices)" for u in groups if u != uid]
     return uid, [f"{where.name} holds {len(groups)} series; read the one with most slices "
                  f"({uid}, {len(groups[uid])} slices). Others: {'; '.join(others)} "
-                 "(pick one with series_uid=...)"]
+                 "(pick one with series_uid=..., or --series-uid on the command line)"]
 
 
 def read_dicom(path: str | Path, series_uid: str | None = None) -> Volume:
@@ -444,6 +445,10 @@ def read_dicom(path: str | Path, series_uid: str | None = None) -> Volume:
     uid, warnings = _pick(groups, series_uid, path)
     frames = groups[uid]
     _check_sizes(frames, path)
+    check_declared_size(frames, path)
+    check_rescale(frames)
+    frames, w = place_missing_positions(frames, path)  # never mirror: see dicom_checks
+    warnings += w
     ds0 = frames[0].ds
     modality_tag = str(ds0.get("Modality", "") or "")
     rescaled = any(f.slope != 1.0 or f.intercept != 0.0 for f in frames)
@@ -496,6 +501,7 @@ def list_dicom_series(path: str | Path) -> list[SeriesInfo]:
     for uid, frames in groups.items():
         ds0 = frames[0].ds
         try:
+            frames, _ = place_missing_positions(frames, path)
             geo = _geometry(frames, path)
             n = geo.affine.shape[0] - 1
             spacing = tuple(float(s) for s in np.linalg.norm(geo.affine[:n, :n], axis=0))

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import ReadError
 from ..volume import Volume
 from ._common import as_label_array, check_file, looks_like_labels
+from .validate import label_hint
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,19 @@ def _to_gray(arr: np.ndarray, path: Path) -> tuple[np.ndarray, list[str]]:
     return gray, [f"{path.name} is a colour image; converted to grayscale (luminance)"]
 
 
+def _drop_alpha(arr: np.ndarray, path: Path) -> tuple[np.ndarray, list[str]]:
+    """(..., y, x, 2|4) grey+alpha / RGBA -> grey (..., y, x) / RGB (..., y, x, 3); the alpha
+    channel is dropped, with a warning when it is not fully opaque."""
+    if arr.shape[-1] == 3:
+        return arr, []
+    alpha = arr[..., -1]
+    colour = arr[..., :1][..., 0] if arr.shape[-1] == 2 else arr[..., :3]
+    top = np.iinfo(arr.dtype).max if np.issubdtype(arr.dtype, np.integer) else 1.0
+    if np.all(alpha == top):
+        return colour, []
+    return colour, [f"{path.name} has a transparency (alpha) channel; it was ignored"]
+
+
 def read_image2d(path: str | Path, *, pixel_size_mm: float | None = None) -> Volume:
     """Read a PNG/JPEG/TIFF as a (y, x) Volume (a multi-page TIFF as (z, y, x)).
 
@@ -149,9 +163,12 @@ def read_image2d(path: str | Path, *, pixel_size_mm: float | None = None) -> Vol
     except Exception as exc:  # imageio/tifffile raise many types for corrupt files
         raise ReadError(path, f"not a readable image ({type(exc).__name__}: {exc})") from exc
     arr = np.asarray(arr)
-    if arr.ndim >= 3 and arr.shape[-1] in (3, 4):
-        arr, w = _to_gray(arr, path)
+    if arr.ndim >= 3 and arr.shape[-1] in (2, 3, 4) and arr.shape[-1] < min(arr.shape[:-1]):
+        arr, w = _drop_alpha(arr, path)  # grey+alpha / RGBA: a 2D image, not 2-pixel slices
         warnings += w
+        if arr.shape[-1] == 3:
+            arr, w = _to_gray(arr, path)
+            warnings += w
     arr = np.squeeze(arr) if arr.ndim > 2 else arr
     if arr.ndim not in (2, 3):
         raise ReadError(path, f"image has shape {arr.shape}; a 2D image or a 3D stack is needed")
@@ -183,8 +200,8 @@ def read_image2d(path: str | Path, *, pixel_size_mm: float | None = None) -> Vol
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     named_mask = mask_base_name(path) is not None
-    is_labels = bool(np.issubdtype(arr.dtype, np.integer) and looks_like_labels(arr)
-                     and (named_mask or len(np.unique(arr)) <= MAX_IMAGE_LABEL_VALUES))
+    is_labels = bool(np.issubdtype(arr.dtype, np.integer)
+                     and looks_like_labels(arr, label_hint(path, True if named_mask else None)))
     if is_labels:
         values = np.unique(arr)
         if values.size == 2 and values[0] == 0 and values[1] == 255:

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..errors import MissingDependencyError, ReadError
 from ..volume import Volume, volume_from_affine, zyx_affine_from_nifti
-from ._common import as_label_array, check_file, looks_like_labels, replace_nonfinite
+from ._common import as_label_array, looks_like_labels, replace_nonfinite
+from .validate import check_memory, label_hint, require_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +68,81 @@ def nrrd_affine(header: dict[str, Any], path: Path, spatial_axes: list[int]
     return aff, warnings
 
 
-def read_nrrd(path: str | Path, *, split_4d: int | None = None) -> Volume:
-    """Read a 2D or 3D NRRD (a 4D one with a non-spatial axis with ``split_4d``)."""
-    path = Path(path)
-    check_file(path)
+_ENCODINGS = ("raw", "gzip", "gz", "bzip2", "bz2", "ascii", "text", "txt")
+
+
+def inspect_nrrd(path: str | Path) -> dict[str, Any]:
+    """Check an NRRD header before pynrrd reads the data: a regular file, a supported type and
+    encoding, a size that fits in memory, a detached data file that is a regular file (a FIFO
+    would block forever) and, for raw data, one that holds exactly the declared bytes."""
+    path = require_regular_file(Path(path))
     try:
         import nrrd
+        from nrrd.reader import _TYPEMAP_NRRD2NUMPY
     except ImportError as exc:
         raise MissingDependencyError("pynrrd", purpose="reading NRRD files") from exc
     try:
+        with open(path, "rb") as fh:
+            header = nrrd.read_header(fh)
+            data_start = fh.tell()
+    except (nrrd.NRRDError, OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ReadError(path, f"not a readable NRRD header ({type(exc).__name__}: {exc})") from exc
+    kind = str(header.get("type", ""))
+    if kind not in _TYPEMAP_NRRD2NUMPY:
+        raise ReadError(path, f"NRRD type '{kind}' is not supported (scalar types only: int8 .. "
+                              "int64, float, double)")
+    encoding = str(header.get("encoding", "")).lower()
+    if encoding not in _ENCODINGS:
+        raise ReadError(path, f"NRRD encoding '{header.get('encoding')}' is not supported "
+                              "(raw, gzip, bzip2, ascii)")
+    itemsize = np.dtype(_TYPEMAP_NRRD2NUMPY[kind]).itemsize
+    sizes = tuple(int(s) for s in np.atleast_1d(header.get("sizes", ())))
+    nvox = check_memory(path, sizes, itemsize)
+    data_name = header.get("data file", header.get("datafile"))
+    data_path = path
+    if data_name is not None:
+        name = str(data_name)
+        if name.startswith("LIST") or "%" in name or len(name.split()) > 1:
+            raise ReadError(path, f"detached NRRD data given as a list or pattern ({name!r}) is "
+                                  "not supported; use a single data file")
+        data_path = Path(name) if Path(name).is_absolute() else path.parent / name
+        try:
+            require_regular_file(data_path, "the NRRD data file")
+        except ReadError as exc:
+            raise ReadError(path, f"{exc.problem} ({data_path})") from exc
+        data_start = 0
+    skips = header.get("byte skip", header.get("byteskip", 0)) or header.get(
+        "line skip", header.get("lineskip", 0))
+    with open(data_path, "rb") as fh:
+        fh.seek(data_start)
+        magic = fh.read(2)
+    avail = data_path.stat().st_size - data_start
+    if encoding == "raw" and not skips:
+        if magic == b"\x1f\x8b":
+            raise ReadError(path, "the data is gzip-compressed but the header says 'encoding: "
+                                  "raw'; fix the header ('encoding: gzip')")
+        if avail != nvox * itemsize:
+            raise ReadError(path, f"holds {avail:,} bytes of raw data; the header declares "
+                                  f"{nvox * itemsize:,} ({sizes}, {kind}): truncated or corrupt")
+    if encoding in ("gzip", "gz") and magic != b"\x1f\x8b" and not skips:
+        raise ReadError(path, "the header says 'encoding: gzip' but the data is not gzip")
+    return {"header": header, "data_file": str(data_path)}
+
+
+def read_nrrd(path: str | Path, *, split_4d: int | None = None) -> Volume:
+    """Read a 2D or 3D NRRD (a 4D one with a non-spatial axis with ``split_4d``)."""
+    import zlib
+
+    path = Path(path)
+    inspect_nrrd(path)
+    import nrrd
+
+    try:
         data, header = nrrd.read(str(path))  # index order (x, y, z) like nibabel
-    except (nrrd.NRRDError, OSError, EOFError, ValueError, TypeError) as exc:
+    except zlib.error as exc:
+        raise ReadError(path, f"compressed data is corrupt ({exc}): the file was damaged or "
+                              "truncated (copy it again)") from exc
+    except (nrrd.NRRDError, OSError, EOFError, ValueError, TypeError, KeyError) as exc:
         raise ReadError(path, f"not a readable NRRD file ({type(exc).__name__}: {exc})") from exc
     warnings: list[str] = []
     if "space directions" in header:
@@ -98,7 +163,8 @@ def read_nrrd(path: str | Path, *, split_4d: int | None = None) -> Volume:
         n_vol = data.shape[ax]
         if split_4d is None:
             raise ReadError(path, f"has {n_vol} volumes along axis {ax} (shape {data.shape}); "
-                                  f"pick one with split_4d=i, i in 0..{n_vol - 1}")
+                                  f"pick one with split_4d=i, i in 0..{n_vol - 1} "
+                                  "(--split-4d i on the command line)")
         if not 0 <= int(split_4d) < n_vol:
             raise ReadError(path, f"split_4d={split_4d} is out of range (0..{n_vol - 1})")
         data = np.take(data, int(split_4d), axis=ax)
@@ -125,7 +191,7 @@ def read_nrrd(path: str | Path, *, split_4d: int | None = None) -> Volume:
             a2[:2, :2] = np.diag(np.where(np.linalg.norm(aff[:3, :2], axis=0) > 0,
                                           np.linalg.norm(aff[:3, :2], axis=0), 1.0))
         zyx = zyx_affine_from_nifti(a2)
-    is_labels = looks_like_labels(data)
+    is_labels = looks_like_labels(data, label_hint(path))
     if is_labels and not np.issubdtype(data.dtype, np.integer):
         data = as_label_array(data)
     hdr = {

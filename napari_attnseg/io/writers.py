@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -124,29 +123,23 @@ def _label_table(data: np.ndarray, spacing: tuple[float, ...]) -> list[dict[str,
             for v, c in enumerate(counts) if c and v != 0]
 
 
-def _tmp(folder: Path, stem: str, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp" + suffix)
-    os.close(fd)
-    return Path(name)
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def _remove(p: Path | None) -> None:
-    if p is not None and p.exists():
-        p.unlink()
+#: one file of a unit: (volume, path, reference, provenance)
+Item = tuple[Volume, "str | Path", "Volume | None", "Mapping[str, Any] | None"]
 
 
-def write_volume(volume: Volume, path: str | Path, *, reference: Volume | None = None,
-                 provenance: Mapping[str, Any] | None = None) -> Path:
-    """Write ``volume`` as .nii / .nii.gz atomically, verified, with a ``<name>.json`` sidecar.
-
-    Geometry: the source file's own affine (``header["nifti_affine"]``, with its qform/sform
-    codes and raw qform fields) when it fits the volume's shape and geometry, else the affine of
-    the Volume geometry. ``reference`` (same shape) lends its header and, when ``volume`` has
-    the default geometry (1 mm, origin 0, identity), its geometry. Labels are stored in the
-    smallest unsigned integer type. The file is written to a temporary name in the same folder,
-    re-read and compared (shape, affine, codes, voxels) and only then renamed over ``path``:
-    a failure leaves no partial file. Returns the path written.
-    """
+def _stage(volume: Volume, path: str | Path, reference: Volume | None,
+           provenance: Mapping[str, Any] | None, unit: Any) -> dict[str, Any]:
+    """Write ``volume`` to a temporary file of ``unit``, verify it and build its sidecar."""
     import nibabel as nib
 
     path = Path(path)
@@ -156,6 +149,8 @@ def write_volume(volume: Volume, path: str | Path, *, reference: Volume | None =
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise WriteError(path, f"folder {folder} does not exist")
+    if path.is_dir():
+        raise WriteError(path, "is a folder; give a file name (.nii / .nii.gz)")
     vol = volume
     if reference is not None:
         if reference.shape != vol.shape:
@@ -202,28 +197,81 @@ def write_volume(volume: Volume, path: str | Path, *, reference: Volume | None =
         h["pixdim"] = pixdim
     h.set_xyzt_units("mm")
     h["descrip"] = b"napari-attnseg"
-    stem = nifti_stem(path)
-    suffix = ".nii.gz" if lname.endswith(".nii.gz") else ".nii"
-    tmp_img = tmp_json = None
+    if vol.is_labels:
+        h.set_intent("label")  # NIFTI_INTENT_LABEL: readers know it is a label map
+    tmp_img = unit.temp(path)
+    nib.save(img, str(tmp_img))
+    _verify(tmp_img, path, arr, nib_affine, qcode, scode)
+    sidecar = _sidecar(vol, path, reference, provenance, nib_affine, qcode, scode, arr)
+    return {"path": path, "vol": vol, "provenance": provenance, "sidecar": sidecar,
+            "sha256": _sha256(tmp_img), "shape": arr.shape, "dtype": arr.dtype}
+
+
+def write_volumes(items: Sequence[Item]) -> list[Path]:
+    """Write several volumes (e.g. a mask and its probabilities) as one unit, all or nothing.
+
+    Each is written as :func:`write_volume` describes, to temporary files that are verified and
+    then committed together (:class:`napari_attnseg.io.atomic.Unit`): a failure or a kill at any
+    moment leaves either every old file (with its old sidecar) or every new one. Each sidecar
+    lists the whole unit (``written_together``: the unit token and each file's sha256), so a
+    pair can be checked. Interrupted units in the destination folders are finished first."""
+    from .atomic import Unit, recover_folder
+
+    items = [(v, Path(p), r, prov) for v, p, r, prov in items]
+    targets: dict[Path, Path] = {}
+    for _, p, _, _ in items:
+        for t in (p, sidecar_path(p)):
+            key = Path(os.path.abspath(t))
+            if key in targets:
+                raise WriteError(p, f"is written twice in one unit (clashes with "
+                                    f"{targets[key]}); give each output its own name")
+            targets[key] = p
+    for folder in dict.fromkeys(p.parent if str(p.parent) else Path(".") for _, p, _, _ in items):
+        recover_folder(folder)
+    unit = Unit()
+    path = items[0][1] if items else Path(".")
     try:
-        tmp_img = _tmp(folder, stem, suffix)
-        nib.save(img, str(tmp_img))
-        _verify(tmp_img, path, arr, nib_affine, qcode, scode)
-        sidecar = _sidecar(vol, path, reference, provenance, nib_affine, qcode, scode, arr)
-        tmp_json = _tmp(folder, stem, ".json")
-        tmp_json.write_text(json.dumps(sidecar, indent=2, default=_jsonable))
-        os.replace(tmp_img, path)
-        tmp_img = None
-        os.replace(tmp_json, sidecar_path(path))
-        tmp_json = None
-        _write_label_tables(vol, path, provenance)
+        staged = []
+        for vol, path, ref, prov in items:
+            staged.append(_stage(vol, path, ref, prov, unit))
+        together = {"unit": unit.token,
+                    "files": [{"file": s["path"].name, "path": os.path.abspath(s["path"]),
+                               "sha256": s["sha256"]} for s in staged]}
+        for s in staged:
+            path = s["path"]
+            s["sidecar"]["written_together"] = together
+            tmp_json = unit.temp(sidecar_path(path))
+            tmp_json.write_text(json.dumps(s["sidecar"], indent=2, default=_jsonable))
+        unit.commit()
     except OSError as exc:
+        unit.abort()
         raise WriteError(path, f"could not be written ({exc})") from exc
-    finally:
-        _remove(tmp_img)
-        _remove(tmp_json)
-    log.info("wrote %s (%s, %s)", path, arr.shape, arr.dtype)
-    return path
+    except BaseException:
+        unit.abort()
+        raise
+    for s in staged:
+        try:
+            _write_label_tables(s["vol"], s["path"], s["provenance"])
+        except OSError as exc:
+            raise WriteError(s["path"], f"label tables could not be written ({exc})") from exc
+        log.info("wrote %s (%s, %s)", s["path"], s["shape"], s["dtype"])
+    return [s["path"] for s in staged]
+
+
+def write_volume(volume: Volume, path: str | Path, *, reference: Volume | None = None,
+                 provenance: Mapping[str, Any] | None = None) -> Path:
+    """Write ``volume`` as .nii / .nii.gz atomically, verified, with a ``<name>.json`` sidecar.
+
+    Geometry: the source file's own affine (``header["nifti_affine"]``, with its qform/sform
+    codes and raw qform fields) when it fits the volume's shape and geometry, else the affine of
+    the Volume geometry. ``reference`` (same shape) lends its header and, when ``volume`` has
+    the default geometry (1 mm, origin 0, identity), its geometry. Labels are stored in the
+    smallest unsigned integer type (with the NIfTI label intent). The file and its sidecar are
+    written to temporary names in the same folder, the file re-read and compared (shape,
+    affine, codes, voxels), and both committed as one unit (:func:`write_volumes`): a failure
+    or a kill leaves the old file and sidecar, or the new ones. Returns the path written.
+    """
+    return write_volumes([(volume, path, reference, provenance)])[0]
 
 
 def _verify(tmp: Path, path: Path, arr: np.ndarray, affine: np.ndarray, qcode: int,
