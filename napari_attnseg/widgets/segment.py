@@ -1,6 +1,12 @@
 """The Segment widget: pick an image and a model, see the window count and the device, then
 preview the current slice or segment the whole volume off the GUI thread.
 
+The model is preselected by the image's modality and anatomy with the same rule as
+``attnseg predict`` (:mod:`napari_attnseg.model.choose`); the info line says when the model
+does not fit ("model is CT, image looks MR") or when none fits ("no MR model installed").
+The *modality* row shows what the file says ("auto: MR (from the file name)") and lets the
+user set it.
+
 Results (re-run in place, on the image's grid, with provenance in ``metadata["attnseg"]``):
 
 * Labels ``"<image> [attnseg]"`` (uint8/uint16 class indices);
@@ -12,56 +18,36 @@ Results (re-run in place, on the image's grid, with provenance in ``metadata["at
 
 A labels layer the user has edited (painted on, or ``metadata["attnseg"]["edited"]`` set by the
 fine-tune tools) is never overwritten: the new result goes to ``"<image> [attnseg] (new)"``.
-torch and the inference package are imported only when a model is used.
+Nothing heavy runs on the GUI thread: torch is imported, models are loaded and the info line's
+plan is computed on the compute thread (:mod:`napari_attnseg._compute`), relayed by workers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-import time
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
+                            QLabel, QPushButton, QVBoxLayout, QWidget)
 
-from .._compute import compute_thread
-from .._napari.layers import META_KEY, derived_layer_kwargs, layer_to_volume
-from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer, warm_layer_machinery
+from .._napari.layers import layer_to_volume
+from ._segment_model import (BROWSE, MODALITY_CHOICES, NO_MODEL_TEXT, ModelCache,  # noqa: F401
+                             ModelPicker, SegmentOptions, image_facts, model_note, plan_info)
+from ._segment_jobs import IntensityCache, WarmUp, background, segment_job
+from ._segment_results import (_Merged, _PreviewBase, foreground_probability,  # noqa: F401
+                               preview_base, target_name, write_result)
+from ._worker import JobRunner, ProgressPanel, notify_error, warm_layer_machinery
 
 logger = logging.getLogger(__name__)
 
-BROWSE = "Browse folder..."
-NO_MODEL_TEXT = "no model installed: train one with `attnseg train` or pick a folder"
 PREVIEW_SYNC_S = 0.1  #: previews faster than this run on the GUI thread
-LAYER_GAP_MS = 40  #: pause between adding two new result layers (the viewer redraws meanwhile)
-
-
-class _RefreshingComboBox(QComboBox):
-    """A combo box that refreshes its items just before its list opens."""
-
-    def __init__(self, refresh: Any, parent: QWidget | None = None):
-        super().__init__(parent)
-        self._refresh = refresh
-
-    def showPopup(self) -> None:  # noqa: N802 (Qt API)
-        self._refresh()
-        super().showPopup()
+INFO_DELAY_MS = 30  #: the info line's plan waits this long for more changes (debounce)
 
 
 @dataclass(frozen=True)
@@ -71,31 +57,42 @@ class SegmentRequest:
     image_name: str
     volume: Any  # Volume
     model_folder: Path
-    config: Any  # PredictConfig
+    config: SegmentOptions
     slice_index: int | None = None
+
+
+def _alive(widget: QWidget) -> bool:
+    """False once Qt has deleted the widget (a worker may report after the viewer closed)."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return False
+    return True
 
 
 class SegmentWidget(QWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self._models: dict[str, Any] = {}
-        self._intensity: dict[tuple, Any] = {}
-        self._warm_key: tuple | None = None  #: what the model was last warmed up for
-        self._warm_worker: Any = None
-        self._warm_pending: tuple | None = None  #: (key, folder, config) asked for meanwhile
-        self._warm_idle: threading.Event | None = None  #: set when the running warm-up ends
+        self.models = ModelCache()
+        self._intensity = IntensityCache()
+        self._modality_override: dict[str, str] = {}  #: image name -> modality set here
+        self.warm = WarmUp()
+        self._info_worker: Any = None
+        self._info_generation = 0
+        self._note = ""  #: the info line's warning about the model and the image
         self._pending_layers = 0  #: result layers scheduled for the next event-loop turn
         self._last_preview_s: float | None = None
         self.runner: JobRunner | None = None
         self.last_prediction = None
-        self._model_picked = False  #: the user chose a model: no preselection by modality
-        self._browsed: list[Path] = []  #: model folders picked with "Browse folder..."
 
         self.image_combo = QComboBox()
-        self.model_combo = _RefreshingComboBox(lambda: self.refresh_models())
-        self.preset_combo = QComboBox()
-        self.preset_combo.addItems(["auto", "CT", "MR", "US"])
+        self.picker = ModelPicker(self, self.image_facts, self.update_info)
+        self.model_combo = self.picker.combo
+        self.modality_combo = QComboBox()
+        self.modality_combo.addItems(MODALITY_CHOICES)
+        self.modality_combo.setToolTip("The image's modality: 'auto' takes what the file says "
+                                       "(shown here); it chooses the model")
         self.overlap_spin = QDoubleSpinBox()
         self.overlap_spin.setRange(0.0, 0.9)
         self.overlap_spin.setSingleStep(0.05)
@@ -115,16 +112,17 @@ class SegmentWidget(QWidget):
         self.preview_button = QPushButton("Preview slice")
         self.run_button = QPushButton("Segment volume")
         self.progress = ProgressPanel()
+        self._info_timer = QTimer(self)
+        self._info_timer.setSingleShot(True)
+        self._info_timer.setInterval(INFO_DELAY_MS)
+        self._info_timer.timeout.connect(self._plan)
 
         form = QFormLayout()
-        form.addRow("image", self.image_combo)
-        form.addRow("model", self.model_combo)
-        form.addRow("preset", self.preset_combo)
-        form.addRow("overlap", self.overlap_spin)
-        form.addRow("", self.tta_check)
-        form.addRow("device", self.device_combo)
-        form.addRow("precision", self.precision_combo)
-        form.addRow("window", self.window_combo)
+        for label, w in (("image", self.image_combo), ("modality", self.modality_combo),
+                         ("model", self.model_combo), ("overlap", self.overlap_spin),
+                         ("", self.tta_check), ("device", self.device_combo),
+                         ("precision", self.precision_combo), ("window", self.window_combo)):
+            form.addRow(label, w)
         buttons = QHBoxLayout()
         buttons.addWidget(self.preview_button)
         buttons.addWidget(self.run_button)
@@ -135,15 +133,15 @@ class SegmentWidget(QWidget):
         lay.addWidget(self.progress)
         lay.addStretch(1)
 
-        self.refresh_models()
+        self.picker.refresh()
         self.refresh_images()
         self.viewer.layers.events.inserted.connect(self.refresh_images)
         self.viewer.layers.events.removed.connect(self.refresh_images)
-        self.model_combo.activated.connect(self._on_model_activated)
-        self.image_combo.currentIndexChanged.connect(self._preselect_model)
-        for sig in (self.image_combo.currentIndexChanged, self.model_combo.currentIndexChanged,
-                    self.device_combo.currentIndexChanged, self.tta_check.toggled,
-                    self.overlap_spin.valueChanged, self.window_combo.currentIndexChanged):
+        self.image_combo.currentIndexChanged.connect(self._on_image_changed)
+        self.modality_combo.activated.connect(self._on_modality_chosen)
+        for sig in (self.model_combo.currentIndexChanged, self.device_combo.currentIndexChanged,
+                    self.tta_check.toggled, self.overlap_spin.valueChanged,
+                    self.window_combo.currentIndexChanged):
             sig.connect(self.update_info)
         self.preview_button.clicked.connect(self.preview_slice)
         self.run_button.clicked.connect(self.segment_volume)
@@ -163,110 +161,69 @@ class SegmentWidget(QWidget):
             self.image_combo.setCurrentText(current)
         self.image_combo.blockSignals(False)
         if self.image_combo.currentText() != current:
-            self._preselect_model()
-        self.update_info()
-
-    def refresh_models(self) -> None:
-        """List the registry's models (re-read each time the list is opened, so a version a
-        fine-tune just saved appears). The user's choice is kept; otherwise the default model
-        for the image's modality (a fine-tuned version once it is active) is selected."""
-        from ..model.registry import ModelRegistry
-
-        reg = ModelRegistry()
-        previous = self.model_combo.currentData()
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        for e in reg.list_models():
-            tag = " (shipped)" if e.shipped else ""
-            self.model_combo.addItem(f"{e.ref}{tag}", str(e.path))
-        for folder in self._browsed:  # folders picked with "Browse folder..."
-            if self.model_combo.findData(str(folder)) < 0:
-                self.model_combo.addItem(folder.name, str(folder))
-        idx = self.model_combo.findData(previous) if previous else -1
-        if not (self._model_picked and idx >= 0):
-            default = reg.default_model(self._image_modality())
-            idx = self.model_combo.findData(str(default.path)) if default is not None else -1
-        if idx >= 0:
-            self.model_combo.setCurrentIndex(idx)
-        self.model_combo.addItem(BROWSE, None)
-        self.model_combo.blockSignals(False)
-        if self.model_combo.currentData() != previous:
+            self._on_image_changed()
+        else:
             self.update_info()
 
-    def _image_modality(self) -> str | None:
+    def refresh_models(self) -> None:
+        """Re-read the registry (see :meth:`ModelPicker.refresh`)."""
+        self.picker.refresh()
+
+    def image_facts(self) -> Any:
+        """The current image's modality and anatomy (:class:`ImageFacts`)."""
         name = self.image_combo.currentText()
         if not name or name not in self.viewer.layers:
-            return None
-        meta = self.viewer.layers[name].metadata.get(META_KEY) or {}
-        modality = meta.get("modality") if isinstance(meta, dict) else None
-        return str(modality) if modality else None
+            return image_facts(None)
+        return image_facts(self.viewer.layers[name], self._modality_override.get(name))
 
-    def _preselect_model(self, *_: Any) -> None:
-        """Select the shipped model for the image's modality (``metadata["attnseg"]["modality"]``)
-        unless the user picked a model."""
-        from ..model.registry import ModelRegistry
+    def _on_image_changed(self, *_: Any) -> None:
+        self._show_modality()
+        self.picker.preselect()
+        self.update_info()
 
-        modality = self._image_modality()
-        if self._model_picked or not modality:
+    def _show_modality(self) -> None:
+        """The modality row: the choice made here for this image, else "auto: <what the file
+        says>"."""
+        name = self.image_combo.currentText()
+        auto = image_facts(self.viewer.layers[name]) if name in self.viewer.layers else None
+        self.modality_combo.setItemText(0, f"auto: {auto.describe()}" if auto else "auto")
+        self.modality_combo.setCurrentIndex(
+            max(0, self.modality_combo.findText(self._modality_override.get(name, "auto"))))
+
+    def _on_modality_chosen(self, index: int) -> None:
+        self.set_modality(None if index == 0 else self.modality_combo.itemText(index))
+
+    def set_modality(self, modality: str | None) -> None:
+        """Set (or with ``None`` reset to what the file says) the current image's modality;
+        the model is chosen again unless the user picked one."""
+        name = self.image_combo.currentText()
+        if not name:
             return
-        entry = ModelRegistry().default_model(modality)
-        if entry is None:
-            return
-        idx = self.model_combo.findData(str(entry.path))
-        if idx >= 0 and idx != self.model_combo.currentIndex():
-            self.model_combo.setCurrentIndex(idx)
+        if modality:
+            self._modality_override[name] = modality
+        else:
+            self._modality_override.pop(name, None)
+        self._show_modality()
+        self.picker.preselect()
+        self.update_info()
 
     def set_model_folder(self, folder: str | Path) -> None:
         """Add a model folder (from "Browse folder..." or a test) and select it."""
-        self._model_picked = True
-        folder = Path(folder)
-        if folder not in self._browsed:
-            self._browsed.append(folder)
-        idx = self.model_combo.findData(str(folder))
-        if idx < 0:
-            self.model_combo.insertItem(self.model_combo.count() - 1, folder.name, str(folder))
-            idx = self.model_combo.findData(str(folder))
-        self.model_combo.setCurrentIndex(idx)
+        self.picker.set_folder(folder)
         self.update_info()
 
-    def _on_model_activated(self, index: int) -> None:
-        if self.model_combo.itemText(index) != BROWSE:
-            self._model_picked = True  # a choice by the user (activated = user interaction)
-            return
-        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder")
-        if folder:
-            self.set_model_folder(folder)
-        else:
-            self.model_combo.setCurrentIndex(max(0, index - 1))
-
     def model_folder(self) -> Path | None:
-        data = self.model_combo.currentData()
-        return Path(data) if data else None
+        return self.picker.folder()
 
-    def _load(self, folder: Path) -> Any:
-        from ..model.checkpoint import load_model
-
-        key = str(folder)
-        cfg = folder / "config.json"
-        stamp = cfg.stat().st_mtime_ns if cfg.exists() else 0
-        cached = self._models.get(key)
-        if cached is None or cached[0] != stamp:
-            # on the compute thread: torch work on the GUI thread would slow every later run
-            # (see napari_attnseg._compute)
-            cached = (stamp, compute_thread().call(load_model, folder))
-            self._models[key] = cached
-        return cached[1]
-
-    def config(self) -> Any:
-        from ..inference.predictor import PredictConfig
-
-        preset = self.preset_combo.currentText()
-        return PredictConfig(
+    def options(self) -> SegmentOptions:
+        return SegmentOptions(
             overlap=self.overlap_spin.value(), tta=self.tta_check.isChecked(),
             device=self.device_combo.currentText(), precision=self.precision_combo.currentText(),
-            modality=None if preset == "auto" else preset,
-            window=self.window_combo.currentText(),
-        )
+            window=self.window_combo.currentText())
+
+    def config(self) -> Any:
+        """The :class:`~napari_attnseg.inference.predictor.PredictConfig` (imports torch)."""
+        return self.options().predict_config()
 
     def image_layer(self) -> Any:
         name = self.image_combo.currentText()
@@ -274,45 +231,77 @@ class SegmentWidget(QWidget):
             raise ValueError("choose an image layer to segment (open a scan first)")
         return self.viewer.layers[name]
 
+    def image_volume(self) -> Any:
+        """The image as a Volume, with the modality chosen here (a cheap view, no copy)."""
+        vol = layer_to_volume(self.image_layer())
+        facts = self.image_facts()
+        return dataclasses.replace(vol, modality=facts.modality) \
+            if facts.modality != vol.modality else vol
+
     # ------------------------------------------------------------------ info line
+    @property
+    def info_pending(self) -> bool:
+        """True while the info line waits for its plan (tests wait on it)."""
+        return self._info_timer.isActive() or self._info_worker is not None
+
     def update_info(self, *_: Any) -> None:
-        """Show the window count, device and memory plan before running."""
+        """Say at once whether the model fits the image; the plan (window count, device,
+        memory) follows from the compute thread a moment later."""
+        self._info_generation += 1
         folder = self.model_folder()
         if folder is None:
-            self.info_label.setText(NO_MODEL_TEXT)
+            self._info_timer.stop()
+            self.info_label.setText(self.picker.no_model_text())
             return
-        name = self.image_combo.currentText()
-        if not name:
+        if not self.image_combo.currentText():
+            self._info_timer.stop()
             self.info_label.setText("open an image to segment")
             return
-        try:
-            from ..inference.device import device_summary, select_device
-            from ..inference.predictor import plan_prediction
+        note = model_note(folder, self.image_facts())
+        self._note = f"Warning: {note}. " if note else ""
+        self.info_label.setText(self._note + "planning...")
+        self._info_timer.start()
 
-            cfg = self.config()
-            device = select_device(cfg.device)
-            model = self._load(folder)
-            plan = plan_prediction(model, layer_to_volume(self.image_layer()), cfg, device=device)
+    def _plan(self) -> None:
+        if self._info_worker is not None:  # one at a time: the newest asks again when done
+            return
+        folder, generation = self.model_folder(), self._info_generation
+        try:
+            volume, options = self.image_volume(), self.options()
         except Exception as exc:  # shown in the info line; the buttons report it properly
-            logger.debug("cannot plan: %s", exc)
             self.info_label.setText(f"cannot run: {exc}")
             return
-        text = f"{plan.message}. Device: {device_summary(device)}."
-        if device.type == "cpu":
-            text += " Running on CPU: slower."
-        if plan.decision == "refuse":
-            text = f"cannot run: {plan.message}"
-        self.info_label.setText(text)
-        if plan.decision != "refuse":
-            self._warm_up(folder, cfg)
+        if folder is None:
+            return
+
+        def job() -> tuple:
+            try:
+                return plan_info(self.models.load(folder), volume, options)
+            except Exception as exc:  # the message is the info line
+                return f"cannot run: {exc}", False
+
+        def done(result: Any) -> None:
+            self._info_worker = None
+            if not _alive(self.info_label):  # the widget was closed meanwhile
+                return
+            if generation != self._info_generation:
+                self._info_timer.start()  # something changed meanwhile: plan again
+                return
+            text, runnable = result if result is not None else ("cannot run", False)
+            self.info_label.setText(self._note + text)
+            if runnable:
+                self._warm_up(folder, options)
+
+        self._info_worker = background(job, done)
+        self._info_worker.start()
 
     # ------------------------------------------------------------------ running
     def snapshot(self, slice_index: int | None = None) -> SegmentRequest:
         folder = self.model_folder()
         if folder is None:
-            raise ValueError(NO_MODEL_TEXT)
+            raise ValueError(self.picker.no_model_text())
         layer = self.image_layer()
-        return SegmentRequest(layer.name, layer_to_volume(layer), folder, self.config(),
+        return SegmentRequest(layer.name, self.image_volume(), folder, self.options(),
                               slice_index)
 
     def current_slice_index(self) -> int:
@@ -322,137 +311,76 @@ class SegmentWidget(QWidget):
         coords = layer.world_to_data(self.viewer.dims.point)
         return int(np.clip(round(float(coords[0])), 0, layer.data.shape[0] - 1))
 
-    def segment_volume(self, *_: Any) -> JobRunner | None:
+    def segment_volume(self, *_: Any) -> Any:
         """Start a whole-volume run in a worker; returns the runner (``None`` on bad input)."""
         runner = self.make_runner()
         if runner is not None:
             runner.start()
         return runner
 
+    def _check_now(self, req: SegmentRequest) -> None:
+        """The input checks with fix-it messages, before any thread, when they are cheap (the
+        model already loaded by the info line); otherwise the job does them first."""
+        known, model = self.models.cached(req.model_folder)  # a failed load raises here
+        if known and "napari_attnseg.inference.predictor" in sys.modules:
+            from ..inference.predictor import as_volume
+
+            as_volume(model, req.volume)
+
     def make_runner(self, slice_index: int | None = None) -> JobRunner | None:
         """The JobRunner for a whole-volume run (or a slice preview), not started."""
-        from ..inference.predictor import as_volume, predict_job, predict_slice
-
         if self.runner is not None and self.runner.running:
             notify_error(ValueError("a segmentation is already running"), "Segment")
             return None
         try:
             req = self.snapshot(slice_index)
-            model = self._load(req.model_folder)
-            as_volume(model, req.volume)  # input checks with fix-it messages, before any thread
+            self._check_now(req)
         except Exception as exc:
             notify_error(exc, "Segment")
             return None
         merged: dict[str, Any] = {}
-        if slice_index is None:
-
-            def factory():
-                pred = yield from predict_job(model, req.volume, req.config)
-                # the layer's foreground probability, computed here rather than on the GUI thread
-                merged["foreground"] = foreground_probability(pred.probabilities)
-                return pred
-        else:
-            intensity = self._intensity_for(model, req)
-            base = self._preview_base(req)  # references only (GUI thread)
-
-            def factory():
-                from .._progress import Progress
-
-                t0 = time.perf_counter()
-                yield Progress(0, 1, "preview", f"slice {slice_index}")
-                pred = predict_slice(model, req.volume, slice_index, req.config,
-                                     intensity=intensity)
-                if base is not None:  # the full-size copies, off the GUI thread
-                    merged["arrays"] = base.merge(pred, slice_index)
-                merged["seconds"] = time.perf_counter() - t0
-                return pred
+        base = None if slice_index is None else self._preview_base(req)
+        factory = segment_job(self.models, req, base, merged, self._intensity.get)
         self.runner = JobRunner(factory, self.progress, context="Segment",
                                 on_result=lambda pred: self.show_result(
                                     req, pred, merged, defer=not self.runner.synchronous))
         return self.runner
 
-    def _preview_base(self, req: SegmentRequest) -> _PreviewBase | None:
-        """What a slice preview is merged into: the current result arrays (references, read
-        on the GUI thread; the merge copies them in the worker, so nothing shared is written)."""
-        shape = tuple(req.volume.shape)
-        if len(shape) != 3:
-            return None
-        name = self._target_name(req.image_name)
-        prob_name = f"{name} probabilities"
-
-        def current(layer_name: str) -> np.ndarray | None:
-            if layer_name not in self.viewer.layers:
-                return None
-            data = self.viewer.layers[layer_name].data
-            return data if isinstance(data, np.ndarray) and data.shape == shape else None
-
-        classes = None
-        if prob_name in self.viewer.layers:
-            meta = self.viewer.layers[prob_name].metadata.get(META_KEY) or {}
-            classes = meta.get("class_probabilities")
-        return _PreviewBase(name, shape, current(name), current(prob_name),
-                            classes if isinstance(classes, np.ndarray) else None)
-
-    @staticmethod
-    def _intensity_key(image_name: str, volume: Any, folder: Path, config: Any) -> tuple:
-        return (image_name, id(volume.data), str(folder), config.modality)
-
-    def _warm_up(self, folder: Path, cfg: Any) -> None:
-        """Warm the model up for this image in a background thread (one discarded preview at
-        the image's slice shape, and the intensity statistics), so the first real preview runs
-        at the steady-state speed. At most one warm-up runs; the latest request waits for it."""
+    def _warm_up(self, folder: Path, options: SegmentOptions) -> None:
+        """Warm the model up for this image in the background (one discarded preview at the
+        image's slice shape, and the intensity statistics), so the first real preview runs at
+        the steady-state speed. At most one warm-up runs; the latest request waits for it."""
         try:
-            volume = layer_to_volume(self.image_layer())
+            volume = self.image_volume()
             index = self.current_slice_index()
         except Exception as exc:  # nothing to warm up for; the buttons report problems
             logger.debug("no warm-up: %s", exc)
             return
-        image_name = self.image_combo.currentText()
-        key = self._intensity_key(image_name, volume, folder, cfg) + (
-            cfg.device, cfg.precision, cfg.window, cfg.tta)
-        if key == self._warm_key or (self._warm_pending and key == self._warm_pending[0]):
-            return
-        if self._warm_worker is not None:
-            self._warm_pending = (key, folder, cfg)
-            return
-        from napari.qt.threading import create_worker
-
-        from ..inference.predictor import warm_up
-
-        model = self._load(folder)
-        self._warm_key = key
-
-        idle = threading.Event()
-        self._warm_idle = idle
+        key = self._intensity.key(self.image_combo.currentText(), volume, folder, options) + (
+            options.device, options.precision, options.window, options.tta)
 
         def job() -> Any:
-            try:
-                warm = warm_up(model, volume, cfg, index=index)
-                warm_layer_machinery()  # napari's first-layer imports, off the GUI thread too
-                return warm
-            finally:
-                idle.set()
+            from ..inference import predictor
 
-        worker = create_worker(lambda: compute_thread().submit_background(job).result(),
-                               _start_thread=False)
+            warm = predictor.warm_up(self.models.load(folder), volume,
+                                     options.predict_config(), index=index)
+            warm_layer_machinery()  # napari's first-layer imports, off the GUI thread too
+            return warm
 
         def done(warm: Any) -> None:
-            self._intensity = {key[:4]: warm.intensity}
+            self._intensity.put(key[:4], warm.intensity)
             if self._last_preview_s is None:  # so the first preview, if fast, runs like the next
                 self._last_preview_s = warm.preview_seconds
 
-        def finished() -> None:
-            self._warm_worker = None
-            pending, self._warm_pending = self._warm_pending, None
-            if pending is not None and pending[0] != self._warm_key:
-                self._warm_up(*pending[1:])
+        self.warm.request(key, job, done)
 
-        worker.returned.connect(done)
-        # a failed warm-up is harmless: the real run reports the problem properly
-        worker.errored.connect(lambda exc: logger.debug("warm-up failed: %s", exc))
-        worker.finished.connect(finished)
-        self._warm_worker = worker
-        worker.start()
+    @property
+    def _warm_worker(self) -> Any:
+        return self.warm.worker
+
+    @property
+    def _warm_key(self) -> tuple | None:
+        return self.warm.key
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
         """Re-read the registry whenever the widget is shown (e.g. its tab is chosen again
@@ -463,17 +391,8 @@ class SegmentWidget(QWidget):
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
         """Let a running warm-up (well under a second) finish before the widget goes away, so
         its thread never reports to deleted Qt objects."""
-        if self._warm_worker is not None and self._warm_idle is not None:
-            self._warm_idle.wait(timeout=5.0)
+        self.warm.wait()
         super().closeEvent(event)
-
-    def _intensity_for(self, model: Any, req: SegmentRequest) -> Any:
-        from ..inference.predictor import intensity_for
-
-        key = self._intensity_key(req.image_name, req.volume, req.model_folder, req.config)
-        if key not in self._intensity:
-            self._intensity = {key: intensity_for(model, req.volume, req.config)}
-        return self._intensity[key]
 
     def preview_slice(self, *_: Any) -> Any:
         """Segment the current slice: synchronously when previews are fast, else in a worker."""
@@ -494,147 +413,22 @@ class SegmentWidget(QWidget):
         return runner.start()
 
     # ------------------------------------------------------------------ results
-    def _target_name(self, image_name: str) -> str:
-        name = f"{image_name} [attnseg]"
-        if name in self.viewer.layers:
-            meta = self.viewer.layers[name].metadata.get(META_KEY) or {}
-            if meta.get("edited"):
-                return f"{name} (new)"
-        return name
+    def _preview_base(self, req: SegmentRequest) -> _PreviewBase | None:
+        return preview_base(self.viewer, target_name(self.viewer, req.image_name),
+                            tuple(req.volume.shape))
 
     def show_result(self, req: SegmentRequest, pred: Any, merged: dict | None = None,
                     defer: bool = False) -> None:
-        """Write the labels and probability layers (GUI thread). For a slice preview,
-        ``merged`` holds the full-size arrays the worker built (``_PreviewBase.merge``). With
-        ``defer`` (a threaded run) a new probability layer is added a moment after the labels;
-        otherwise (scripts, ``run_sync``) both are there when this returns."""
-        if req.image_name not in self.viewer.layers:
-            raise ValueError(f"the image layer '{req.image_name}' was removed during the run")
-        source = self.viewer.layers[req.image_name]
-        name = self._target_name(req.image_name)
-        prob_name = f"{name} probabilities"
-        shape = tuple(source.data.shape)
-        if req.slice_index is not None and len(shape) == 3:
-            merged = merged or {}
-            self._last_preview_s = merged.get("seconds", pred.seconds)
-            arrays = merged.get("arrays")
-            if arrays is None or arrays.name != name or arrays.shape != shape:
-                # the target changed during the run (painted on, reshaped): merge here
-                base = self._preview_base(dataclasses.replace(req, volume=layer_to_volume(source)))
-                arrays = base.merge(pred, req.slice_index)
-            labels, probs, classes = arrays.labels, arrays.probabilities, arrays.classes
-        else:
-            labels, classes = pred.labels, np.asarray(pred.probabilities, dtype=np.float32)
-            probs = (merged or {}).get("foreground")
-            if probs is None:
-                probs = foreground_probability(classes)
-            classes = classes if classes.shape[0] > 2 else None
-        kw = derived_layer_kwargs(source, name, provenance=pred.provenance)
-        layer = upsert_layer(self.viewer, labels, self._unchanged_dropped(kw), "labels")
-        self._watch_edits(layer)
-        pkw = derived_layer_kwargs(source, prob_name, provenance=pred.provenance)
-        # None for two classes, so a stale array of an earlier multi-class run is dropped
-        pkw["metadata"][META_KEY]["class_probabilities"] = classes
-        pkw.update(colormap="magma", contrast_limits=(0.0, 1.0), blending="additive",
-                   visible=False)
-        if not defer or prob_name in self.viewer.layers:
-            upsert_layer(self.viewer, probs, self._unchanged_dropped(pkw), "image")
-        else:
-            # Creating a napari layer costs ~100 ms on the GUI thread (and its first draw as
-            # much again): the new probability layer (hidden) is added a moment after the
-            # labels, so the viewer draws the labels and handles input in between instead of
-            # freezing for both. Deferred adds run in order: a later result still wins.
-            self._pending_layers += 1
+        """Write the labels and probability layers (GUI thread; see :func:`write_result`:
+        with ``defer``, a threaded run, a new probability layer follows a moment later)."""
 
-            def add_probabilities() -> None:
-                self._pending_layers -= 1
-                if req.image_name in self.viewer.layers:
-                    upsert_layer(self.viewer, probs, self._unchanged_dropped(pkw), "image")
+        def count(n: int) -> None:
+            self._pending_layers += n
 
-            QTimer.singleShot(LAYER_GAP_MS, add_probabilities)
+        _, seconds = write_result(self.viewer, req, pred, merged, defer, count)
+        if seconds is not None:
+            self._last_preview_s = seconds
         self.last_prediction = pred
+        where = "volume" if req.slice_index is None else f"slice {req.slice_index}"
         self.progress.status.setText(
-            f"{'slice ' + str(req.slice_index) if req.slice_index is not None else 'volume'}: "
-            f"{pred.n_windows} windows in {pred.seconds:.2f} s on {pred.device}"
-        )
-
-    def _unchanged_dropped(self, kwargs: dict) -> dict:
-        """Drop scale/translate/affine that an existing layer already has (setting them costs
-        ~50 ms each in napari, on the GUI thread, even when unchanged)."""
-        name = kwargs["name"]
-        if name not in self.viewer.layers:
-            return kwargs
-        layer = self.viewer.layers[name]
-        kw = dict(kwargs)
-        for key in ("scale", "translate"):
-            cur = np.asarray(getattr(layer, key), dtype=float)
-            new = np.asarray(kw[key], dtype=float)
-            if cur.shape == new.shape and np.allclose(cur, new):
-                del kw[key]
-        n = np.asarray(layer.scale).size
-        new_aff = np.asarray(kw.get("affine", np.eye(n + 1)), dtype=float)
-        cur_aff = np.asarray(layer.affine.affine_matrix, dtype=float)
-        if cur_aff.shape == new_aff.shape and np.allclose(cur_aff, new_aff):
-            kw.pop("affine", None)
-        elif "affine" not in kw:
-            kw["affine"] = new_aff  # the source lost its rotation: reset ours too
-        return kw
-
-    def _watch_edits(self, layer: Any) -> None:
-        if getattr(layer, "_attnseg_watch", False):
-            return
-
-        def mark(*_: Any) -> None:
-            layer.metadata.setdefault(META_KEY, {})["edited"] = True
-
-        layer.events.paint.connect(mark)
-        layer._attnseg_watch = True
-
-
-@dataclass(frozen=True)
-class _Merged:
-    """Full-size result arrays with a preview slice merged in."""
-
-    name: str
-    shape: tuple
-    labels: np.ndarray
-    probabilities: np.ndarray  #: foreground probability, ``shape``
-    classes: np.ndarray | None  #: (C, *shape) for more than two classes
-
-
-@dataclass(frozen=True)
-class _PreviewBase:
-    """The current result arrays a slice preview is merged into (``None``: not there yet)."""
-
-    name: str
-    shape: tuple
-    labels: np.ndarray | None
-    probabilities: np.ndarray | None
-    classes: np.ndarray | None
-
-    def merge(self, pred: Any, index: int) -> _Merged:
-        """New full-size arrays: copies of the current ones (zeros where there are none, or
-        where the shape or dtype changed) with slice ``index`` replaced by ``pred``'s."""
-        part = np.asarray(pred.probabilities, dtype=np.float32)
-
-        def into(old: np.ndarray | None, new: np.ndarray, shape: tuple, dtype: Any) -> np.ndarray:
-            full = old.copy() if old is not None and old.shape == shape and old.dtype == dtype \
-                else np.zeros(shape, dtype=dtype)
-            full[(slice(None),) * (len(shape) - 3) + (index,)] = new
-            return full
-
-        labels = into(self.labels, pred.labels, self.shape, pred.labels.dtype)
-        probs = into(self.probabilities, foreground_probability(part), self.shape, np.float32)
-        classes = None
-        if part.shape[0] > 2:
-            classes = into(self.classes, part, (part.shape[0],) + self.shape, np.float32)
-        return _Merged(self.name, self.shape, labels, probs, classes)
-
-
-def foreground_probability(probabilities: np.ndarray) -> np.ndarray:
-    """(C, *spatial) class probabilities -> (*spatial) foreground probability: class 1 for two
-    classes, else 1 - p(background) (the probability of any structure)."""
-    p = np.asarray(probabilities, dtype=np.float32)
-    if p.shape[0] == 2:
-        return p[1]
-    return np.clip(1.0 - p[0], 0.0, 1.0).astype(np.float32)
+            f"{where}: {pred.n_windows} windows in {pred.seconds:.2f} s on {pred.device}")

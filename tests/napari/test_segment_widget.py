@@ -25,12 +25,19 @@ def _model_folder(tmp_path, classes=2, in_channels=1, name="tiny"):
     return save_model(tmp_path / name, AttentionUNet(cfg), spec)
 
 
-def _add_scan(viewer, shape=(6, 40, 48), name="scan"):
+def _add_scan(viewer, shape=(6, 40, 48), name="scan", modality="CT", anatomy=""):
     rng = np.random.default_rng(0)
     d = np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, 1.0]])
     vol = Volume(data=rng.normal(0, 300, shape).astype(np.float32), spacing=(2.5, 0.8, 0.7),
-                 origin=(5.0, 12.0, -3.0), direction=d, modality="CT", source="scan.nii.gz")
+                 origin=(5.0, 12.0, -3.0), direction=d, modality=modality, source="scan.nii.gz",
+                 header={"anatomy": anatomy} if anatomy else {})
     return viewer.add_image(vol.data, **volume_to_layer_kwargs(vol, name=name))
+
+
+def _info(widget, qtbot) -> str:
+    """The info line once its plan (computed off the GUI thread) has arrived."""
+    qtbot.waitUntil(lambda: not widget.info_pending, timeout=20000)
+    return widget.info_label.text()
 
 
 @pytest.fixture
@@ -53,17 +60,17 @@ def test_no_model_message(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     assert w.info_label.text() == NO_MODEL_TEXT
 
 
-def test_info_shows_windows_and_cpu_before_running(widget, monkeypatch):
+def test_info_shows_windows_and_cpu_before_running(widget, monkeypatch, qtbot):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     widget.update_info()
     # default "auto" window for a 2D model: one whole-slice window per slice
-    assert "6 windows" in widget.info_label.text()
+    assert "6 windows" in _info(widget, qtbot)
     widget.window_combo.setCurrentText("patch")
-    text = widget.info_label.text()
+    text = _info(widget, qtbot)
     # 6 slices x 2 x 2 windows (40x48 with 32x32 patches, overlap 0.5)
     assert "24 windows" in text and "Running on CPU: slower" in text and "CPU" in text
     widget.overlap_spin.setValue(0.75)  # steps of 8: 2 x 3 windows per slice
-    assert "36 windows" in widget.info_label.text()
+    assert "36 windows" in _info(widget, qtbot)
 
 
 def test_run_sync_writes_layers_with_geometry_and_provenance(widget, qtbot):
@@ -192,20 +199,21 @@ def test_preview_slice_fills_the_current_slice(widget):
     assert out is not None and out.labels.shape == (40, 48)
 
 
-def test_bad_model_input_is_reported(widget, tmp_path, monkeypatch):
+def test_bad_model_input_is_reported(widget, tmp_path, monkeypatch, qtbot):
     shown = []
     monkeypatch.setattr("napari_attnseg.widgets.segment.notify_error",
                         lambda exc, ctx="": shown.append(str(exc)))
     monkeypatch.setattr("napari_attnseg.widgets._worker.notify_error",
                         lambda exc, ctx="": shown.append(str(exc)))
     widget.set_model_folder(_model_folder(tmp_path, in_channels=2, name="twoch"))
-    assert "expects 2 input channels" in widget.info_label.text()
+    assert "expects 2 input channels" in _info(widget, qtbot)
     assert widget.make_runner() is None
     assert any("expects 2 input channels" in s for s in shown)
     assert "scan [attnseg]" not in widget.viewer.layers
     broken = _model_folder(tmp_path, name="broken")
     (broken / "weights.pt").write_bytes(b"garbage")
     widget.set_model_folder(broken)
+    assert "corrupt" in _info(widget, qtbot)  # the info line found it (model loaded off the GUI)
     assert widget.make_runner() is None
     assert any("corrupt" in s for s in shown)
 
@@ -289,8 +297,10 @@ def test_background_warm_up_primes_the_preview(widget, qtbot, monkeypatch):
 
     import napari_attnseg.inference.predictor as predictor
 
-    qtbot.waitUntil(lambda: widget._warm_worker is None, timeout=20000)
-    assert widget._warm_key is not None and widget._warm_key[0] == "scan"
+    # the warm-up starts once the info line's plan says the model can run
+    qtbot.waitUntil(lambda: not widget.info_pending and widget._warm_key is not None
+                    and widget._warm_worker is None, timeout=20000)
+    assert widget._warm_key[0] == "scan"
     assert len(widget._intensity) == 1
     assert widget._last_preview_s is not None  # timed by the warm-up: a fast first preview is sync
     threads = []
@@ -357,7 +367,7 @@ def test_model_list_refreshes_and_follows_the_activated_fine_tune(make_napari_vi
     if base is None:
         pytest.skip("no shipped model in this checkout")
     viewer = make_napari_viewer()
-    _add_scan(viewer)
+    _add_scan(viewer, anatomy="phantom")  # the shipped default is the CT phantom demo model
     w = SegmentWidget(viewer)
     qtbot.addWidget(w)
     assert w.model_folder() == base.path

@@ -1,0 +1,136 @@
+"""The Segment widget's jobs: the segmentation / preview generator run by the JobRunner, the
+background warm-up (at most one at a time, the latest request queued), and the helper that
+runs short background work on the compute thread from a napari worker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._compute import compute_thread
+from ._segment_results import foreground_probability
+
+logger = logging.getLogger(__name__)
+
+
+def background(job: Callable[[], Any], on_done: Callable[[Any], None]) -> Any:
+    """A napari worker (not started) running ``job()`` on the compute thread, queued behind real
+    work rather than beside it; ``on_done(result)`` runs on the GUI thread. A failure is
+    logged and returned as ``None``: the worker always finishes."""
+    from napari.qt.threading import create_worker
+
+    def run() -> Any:
+        try:
+            return job()
+        except BaseException as exc:  # returned, never raised: the worker always finishes
+            logger.debug("background job failed: %r", exc)
+            return None
+
+    worker = create_worker(lambda: compute_thread().submit_background(run).result(),
+                           _start_thread=False, _ignore_errors=True)
+    worker.returned.connect(on_done)
+    return worker
+
+
+def segment_job(models: Any, req: Any, base: Any, merged: dict,
+                intensity_for: Callable[[Any, Any, Any], Any]) -> Callable[[], Any]:
+    """The job factory of a run: load the model (cached), check the input, then the whole
+    volume (``req.slice_index`` None) or one slice merged into ``base`` (the current result).
+    What the GUI needs besides the prediction goes into ``merged``."""
+
+    def factory():
+        from .._progress import Progress
+        from ..inference import predictor
+
+        model = models.load(req.model_folder)
+        predictor.as_volume(model, req.volume)
+        cfg = req.config.predict_config()
+        index = req.slice_index
+        if index is None:
+            pred = yield from predictor.predict_job(model, req.volume, cfg)
+            # the layer's foreground probability, computed here rather than on the GUI thread
+            merged["foreground"] = foreground_probability(pred.probabilities)
+            return pred
+        t0 = time.perf_counter()
+        yield Progress(0, 1, "preview", f"slice {index}")
+        pred = predictor.predict_slice(model, req.volume, index, cfg,
+                                       intensity=intensity_for(model, req, cfg))
+        if base is not None:  # the full-size copies, off the GUI thread
+            merged["arrays"] = base.merge(pred, index)
+        merged["seconds"] = time.perf_counter() - t0
+        return pred
+
+    return factory
+
+
+class WarmUp:
+    """One background warm-up at a time; a request made meanwhile waits for it (only the
+    latest). ``key`` is what the model was last warmed up for."""
+
+    def __init__(self) -> None:
+        self.worker: Any = None
+        self.key: tuple | None = None
+        self.pending: tuple | None = None  #: (key, job, done) asked for meanwhile
+        self.idle: threading.Event | None = None  #: set when the running warm-up ends
+
+    def request(self, key: tuple, job: Callable[[], Any], done: Callable[[Any], None]) -> None:
+        if key == self.key or (self.pending and key == self.pending[0]):
+            return
+        if self.worker is not None:
+            self.pending = (key, job, done)
+            return
+        self.key = key
+        idle = threading.Event()
+        self.idle = idle
+
+        def run() -> Any:
+            try:
+                return job()
+            finally:
+                idle.set()
+
+        def finished() -> None:
+            self.worker = None
+            pending, self.pending = self.pending, None
+            if pending is not None and pending[0] != self.key:
+                self.request(*pending)
+
+        worker = background(run, lambda warm: warm is not None and done(warm))
+        worker.finished.connect(finished)
+        self.worker = worker
+        worker.start()
+
+    def wait(self, timeout: float = 5.0) -> None:
+        """Let a running warm-up (well under a second) finish."""
+        if self.worker is not None and self.idle is not None:
+            self.idle.wait(timeout=timeout)
+
+
+class IntensityCache:
+    """The intensity statistics of the last (image, model, preset): computed once by the
+    warm-up or the first preview, reused by the next previews."""
+
+    def __init__(self) -> None:
+        self._entry: dict[tuple, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._entry)
+
+    @staticmethod
+    def key(image_name: str, volume: Any, folder: Any, options: Any) -> tuple:
+        return (image_name, id(volume.data), str(folder), options.modality)
+
+    def put(self, key: tuple, value: Any) -> None:
+        self._entry = {key: value}
+
+    def get(self, model: Any, req: Any, cfg: Any) -> Any:
+        """The statistics for ``req`` (computed here, in the job, when not cached)."""
+        from ..inference import predictor
+
+        key = self.key(req.image_name, req.volume, req.model_folder, req.config)
+        if key not in self._entry:
+            self.put(key, predictor.intensity_for(model, req.volume, cfg))
+        return self._entry[key]

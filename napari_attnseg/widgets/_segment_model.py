@@ -1,0 +1,272 @@
+"""The Segment widget's model side, kept off the widget module:
+
+* :class:`ModelPicker`: the model list (registry versions and browsed folders), preselected
+  with :func:`napari_attnseg.model.choose.choose_model` (the rule ``attnseg predict`` uses) for
+  the image's modality and anatomy, unless the user picked a model; a "no fitting model" entry
+  when nothing fits;
+* :func:`image_facts`: the image's modality/anatomy as the layer's metadata (or the widget's
+  modality choice) says;
+* :class:`ModelCache`: loaded models, filled on the compute thread (never the GUI thread);
+* :class:`SegmentOptions` and :func:`plan_info`: the info line's plan (windows, device),
+  computed in a worker because it loads the model and imports torch.
+
+Nothing here imports torch at module level.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
+
+from .._napari.layers import META_KEY
+from ..io.modality import normalize_anatomy, normalize_modality
+from ..model.choose import NO_MODEL_TEXT, ModelChoice, choose_model, mismatch, model_info
+
+logger = logging.getLogger(__name__)
+
+BROWSE = "Browse folder..."
+NO_FIT = "(no fitting model: choose one)"
+MODALITY_CHOICES = ("auto", "CT", "MR", "US")
+
+__all__ = ["BROWSE", "NO_FIT", "NO_MODEL_TEXT", "ImageFacts", "ModelCache", "ModelPicker",
+           "SegmentOptions", "image_facts", "model_note", "plan_info"]
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """The modality ("" unknown), where it came from, and the anatomy ("" unknown)."""
+
+    modality: str = ""
+    source: str = ""
+    anatomy: str = ""
+
+    def describe(self) -> str:
+        if not self.modality:
+            return "modality unknown"
+        text = self.modality + (f" ({self.source})" if self.source else "")
+        return text + (f", {self.anatomy}" if self.anatomy else "")
+
+
+def image_facts(layer: Any, override: str | None = None) -> ImageFacts:
+    """What the layer's metadata says (the plugin's readers fill it: ``modality``,
+    ``header["modality_source"]``, ``header["anatomy"]``; phantoms from the sample data are
+    "phantom"); ``override`` is the user's choice in the widget."""
+    meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
+    meta = meta if isinstance(meta, dict) else {}
+    header = meta.get("header") if isinstance(meta.get("header"), dict) else {}
+    prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+    anatomy = normalize_anatomy(header.get("anatomy") or prov.get("anatomy")
+                                or ("phantom" if prov.get("phantom") else ""))
+    if override:
+        return ImageFacts(normalize_modality(override), "set here", anatomy)
+    modality = normalize_modality(meta.get("modality"))
+    source = str(header.get("modality_source") or "") if modality else ""
+    return ImageFacts(modality, source.removeprefix("the "), anatomy)
+
+
+def model_note(folder: Path | None, facts: ImageFacts) -> str:
+    """"" when the model fits the image, else the problem ("model is CT, image looks MR")."""
+    if folder is None:
+        return ""
+    return mismatch(model_info(folder), facts.modality, facts.anatomy)
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """The inference options of the form (plain values: snapshot on the GUI thread; the
+    torch-side :class:`~napari_attnseg.inference.predictor.PredictConfig` is built in the job)."""
+
+    overlap: float = 0.5
+    tta: bool = False
+    device: str = "auto"
+    precision: str = "fp32"
+    window: str = "auto"
+    modality: str | None = None  #: intensity preset override (None: the model's own)
+
+    def predict_config(self) -> Any:
+        from ..inference.predictor import PredictConfig
+
+        return PredictConfig(overlap=self.overlap, tta=self.tta, device=self.device,
+                             precision=self.precision, modality=self.modality,
+                             window=self.window)
+
+
+def plan_info(model: Any, volume: Any, options: SegmentOptions) -> tuple[str, bool]:
+    """(info text, runnable) for the info line: windows, device, memory plan (compute thread)."""
+    from ..inference.device import device_summary, select_device
+    from ..inference.predictor import plan_prediction
+
+    cfg = options.predict_config()
+    device = select_device(cfg.device)
+    plan = plan_prediction(model, volume, cfg, device=device)
+    if plan.decision == "refuse":
+        return f"cannot run: {plan.message}", False
+    text = f"{plan.message}. Device: {device_summary(device)}."
+    if device.type == "cpu":
+        text += " Running on CPU: slower."
+    return text, True
+
+
+class ModelCache:
+    """Loaded models by folder, reloaded when config.json or the weights change. A failed load
+    is remembered too (its error is re-raised until the files change). Thread-safe; :meth:`load`
+    runs wherever it is called: call it on the compute thread, never the GUI thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[tuple, Any, BaseException | None]] = {}
+
+    @staticmethod
+    def _stamp(folder: Path) -> tuple:
+        out = []
+        for name in ("config.json", "weights.pt"):
+            try:
+                out.append((folder / name).stat().st_mtime_ns)
+            except OSError:
+                out.append(0)
+        return tuple(out)
+
+    def cached(self, folder: Path) -> tuple[bool, Any]:
+        """(known, model); a remembered failure raises its error."""
+        with self._lock:
+            hit = self._entries.get(str(folder))
+        if hit is None or hit[0] != self._stamp(folder):
+            return False, None
+        if hit[2] is not None:
+            raise hit[2]
+        return True, hit[1]
+
+    def load(self, folder: Path) -> Any:
+        known, model = self.cached(folder)
+        if known:
+            return model
+        from ..model.checkpoint import load_model
+
+        stamp = self._stamp(folder)
+        try:
+            model = load_model(folder)
+        except Exception as exc:
+            with self._lock:
+                self._entries[str(folder)] = (stamp, None, exc)
+            raise
+        with self._lock:
+            self._entries[str(folder)] = (stamp, model, None)
+        return model
+
+
+class _RefreshingComboBox(QComboBox):
+    """A combo box that refreshes its items just before its list opens."""
+
+    def __init__(self, refresh: Any, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._refresh = refresh
+
+    def showPopup(self) -> None:  # noqa: N802 (Qt API)
+        self._refresh()
+        super().showPopup()
+
+
+class ModelPicker:
+    """The model combo box and its preselection; ``facts()`` gives the current image's
+    :class:`ImageFacts`, ``changed()`` is called after a change made here."""
+
+    def __init__(self, parent: QWidget, facts: Any, changed: Any):
+        self._parent = parent
+        self._facts = facts
+        self._changed = changed
+        self.combo = _RefreshingComboBox(lambda: self.refresh())
+        self.picked = False  #: the user chose a model: no preselection by modality
+        self.browsed: list[Path] = []  #: model folders picked with "Browse folder..."
+        self.choice: ModelChoice | None = None  #: the last automatic choice
+        self.combo.activated.connect(self._on_activated)
+
+    def folder(self) -> Path | None:
+        data = self.combo.currentData()
+        return Path(data) if data else None
+
+    def refresh(self) -> None:
+        """Re-read the registry (a version a fine-tune just saved appears). The user's choice
+        is kept; otherwise the model :func:`choose_model` picks for the image is selected (a
+        fine-tuned version once it is active), or the "no fitting model" entry."""
+        from ..model.registry import ModelRegistry
+
+        previous = self.combo.currentData()
+        reg = ModelRegistry()
+        combo = self.combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem(NO_FIT, None)
+        for e in reg.list_models():
+            info = model_info(e.path, name=e.name, version=e.version, shipped=e.shipped)
+            tag = " (shipped)" if e.shipped else ""
+            combo.addItem(f"{e.ref}{tag}: {info.describe()}", str(e.path))
+        for folder in self.browsed:
+            if combo.findData(str(folder)) < 0:
+                combo.addItem(folder.name, str(folder))
+        combo.addItem(BROWSE, None)
+        idx = combo.findData(previous) if previous else -1
+        if self.picked and idx > 0:
+            combo.setCurrentIndex(idx)
+        else:
+            self.picked = False
+            self._select_choice(reg)
+        combo.blockSignals(False)
+        if combo.currentData() != previous:
+            self._changed()
+
+    def _select_choice(self, registry: Any = None) -> None:
+        facts = self._facts()
+        self.choice = choose_model(facts.modality, facts.anatomy, registry=registry)
+        idx = self.combo.findData(str(self.choice.path)) if self.choice.path else -1
+        self.combo.setCurrentIndex(max(idx, 0))
+
+    def preselect(self) -> None:
+        """Select the model for the current image unless the user picked one."""
+        if self.picked:
+            return
+        before = self.combo.currentData()
+        self.combo.blockSignals(True)
+        self._select_choice()
+        self.combo.blockSignals(False)
+        if self.combo.currentData() != before:
+            self._changed()
+
+    def no_model_text(self) -> str:
+        """Why no model is selected (the chooser's message, or how to get one)."""
+        if self.combo.count() <= 2:
+            return NO_MODEL_TEXT
+        if self.choice is not None and self.choice.info is None:
+            return self.choice.message
+        return "choose a model"
+
+    def set_folder(self, folder: str | Path) -> None:
+        """Add a model folder (from "Browse folder..." or a script) and select it."""
+        self.picked = True
+        folder = Path(folder)
+        if folder not in self.browsed:
+            self.browsed.append(folder)
+        idx = self.combo.findData(str(folder))
+        if idx < 0:
+            self.combo.insertItem(self.combo.count() - 1, folder.name, str(folder))
+            idx = self.combo.findData(str(folder))
+        self.combo.setCurrentIndex(idx)
+
+    def _on_activated(self, index: int) -> None:
+        if self.combo.itemText(index) != BROWSE:
+            # a choice by the user (activated = user interaction); the "no fitting model"
+            # entry hands the choice back to the automatic rule
+            self.picked = self.combo.itemData(index) is not None
+            if not self.picked:
+                self.preselect()
+            return
+        folder = QFileDialog.getExistingDirectory(self._parent, "Choose a model folder")
+        if folder:
+            self.set_folder(folder)
+            self._changed()
+        else:
+            self.combo.setCurrentIndex(max(0, index - 1))
