@@ -68,6 +68,7 @@ def _copy_model(src: Path, dst: Path, **changes) -> Path:
     dst.mkdir(parents=True)
     config = json.loads((src / "config.json").read_text())
     config.update(changes)
+    config.pop("config_sha256", None)  # an intended edit: the recorded config hash no longer applies
     (dst / "config.json").write_text(json.dumps(config))
     (dst / "weights.pt").write_bytes((src / "weights.pt").read_bytes())
     return dst
