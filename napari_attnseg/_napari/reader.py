@@ -31,7 +31,8 @@ def _paths(path: str | Sequence[str]) -> list[str]:
 def layer_name(path: str | Path) -> str:
     """Layer name for a file or folder: the name without .nii/.nii.gz/.nrrd/.dcm."""
     name = Path(path).name or str(path)
-    for suffix in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".dcm", ".ima"):
+    for suffix in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".dcm", ".ima", ".mha",
+                   ".mhd"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name

@@ -27,7 +27,7 @@ __all__ = ["SeriesInfo", "can_read", "detect_format", "list_series", "read_volum
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("nifti", "dicom", "nrrd", "image")
+FORMATS = ("nifti", "dicom", "nrrd", "metaimage", "image")
 
 
 def _sniff(path: Path) -> str | None:
@@ -60,6 +60,8 @@ def detect_format(path: str | Path) -> str | None:
             return "nifti"
         if is_nrrd(p):
             return "nrrd"
+        if str(p).lower().endswith((".mha", ".mhd")):
+            return "metaimage"
         if is_image2d(p):
             return "image"
         if p.is_dir():
@@ -133,6 +135,12 @@ def read_volume(path: str | Path, series_uid: str | None = None, *,
             from .seg_nrrd import is_seg_nrrd, read_seg_nrrd
 
             vol = read_seg_nrrd(p) if is_seg_nrrd(p) else read_nrrd(p, split_4d=split_4d)
+        elif fmt == "metaimage":
+            if split_4d is not None:
+                raise ReadError(p, "split_4d applies to 4D NIfTI/NRRD files, not MetaImage")
+            from .metaimage import read_metaimage
+
+            vol = read_metaimage(p)
         else:
             if split_4d is not None:
                 raise ReadError(p, "split_4d applies to 4D NIfTI/NRRD files, not 2D images")
