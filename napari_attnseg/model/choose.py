@@ -10,8 +10,9 @@ head", "phantom" for a demo model trained on synthetic phantoms; "" when not dec
    declares no anatomy still is;
 3. demo models (anatomy "phantom") are chosen only for phantoms;
 4. among the rest: the exact anatomy first, then models without a declared anatomy; shipped
-   models before user models, then by name. Each name counts once, as its active version
-   (a fine-tune that beat its parent) or else its latest.
+   models before user models, then by name. Each name counts once, as the version the name
+   refers to (``ModelRegistry.get``: its active version, e.g. a fine-tune that beat its parent;
+   a broken or deleted ``active.json`` is an error, never a fall-back to the latest).
 
 Otherwise nothing is chosen and :attr:`ModelChoice.message` says why in plain words ("no MR
 model installed", "image modality unknown", ...). :func:`mismatch` describes a model chosen by
@@ -129,8 +130,10 @@ def _info(entry: ModelEntry) -> ModelInfo:
 
 
 def installed_models(registry: ModelRegistry | None = None) -> list[ModelInfo]:
-    """One :class:`ModelInfo` per model name in the registry (shipped and user models): its
-    active version, else its latest."""
+    """One :class:`ModelInfo` per model name in the registry (shipped and user models): the
+    version the name refers to (:meth:`ModelRegistry.get`: its active version, else its only or
+    latest shipped one; a broken or missing ``active.json`` raises ``ModelError`` saying how to
+    fix it, the same rule as everywhere else)."""
     from .registry import ModelRegistry
 
     reg = registry if registry is not None else ModelRegistry()
@@ -138,9 +141,8 @@ def installed_models(registry: ModelRegistry | None = None) -> list[ModelInfo]:
     for e in reg.list_models():
         by_name.setdefault(e.name, []).append(e)
     out = []
-    for name, entries in by_name.items():
-        active = reg.active(name)
-        out.append(_info(active if active is not None else entries[-1]))
+    for name in by_name:
+        out.append(_info(reg.get(name)))
     return out
 
 

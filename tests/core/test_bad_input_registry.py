@@ -185,6 +185,13 @@ def test_the_no_model_default_follows_the_same_active_rule(tmp_path):
     with pytest.raises(ModelError) as ei:  # deleted: ERROR, not a silent fall-back
         reg.default_model()
     _error(ei, "no active version", re.escape(str(active)))
+    from napari_attnseg.model.choose import choose_model
+
+    with pytest.raises(ModelError) as ei:  # the chooser behind `attnseg predict` without --model too
+        choose_model("CT", registry=reg)
+    _error(ei, "no active version", re.escape(str(active)))
+    reg.set_active("ct-phantom-2d", 1)
+    assert choose_model("CT", "phantom", registry=reg).info.path == shipped / "ct-phantom-2d" / "1"  # CORRECT
 
 
 def test_adding_an_inactive_version_never_changes_what_the_name_means(reg):
