@@ -19,8 +19,11 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="scan to segment: NIfTI file, DICOM folder or NRRD file")
-    parser.add_argument("-o", "--output", required=True, help="labels output (.nii.gz / .nii)")
+    parser.add_argument("input", help="scan to segment: NIfTI / NRRD / MetaImage file, DICOM "
+                                      "folder; or a folder of scans (with -o OUT_DIR)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="labels output: .nii.gz / .nii, .seg.nrrd (3D Slicer), .dcm "
+                             "(DICOM-SEG of a DICOM scan); or an output folder for a folder")
     parser.add_argument("--model", default=None,
                         help="model name, name@version or model folder (default: the installed "
                              "model for the scan's modality and anatomy, as the Segment widget "
@@ -48,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ._backend import add_backend_argument
 
     add_backend_argument(parser)
+    from ._folder import add_folder_arguments
+
+    add_folder_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -78,6 +84,10 @@ def resolve_model_folder(ref: str | None, volume=None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ._folder import folder_mode, run_folder
+
+    if folder_mode(args):  # IN_DIR -o OUT_DIR: every scan in the folder
+        return run_folder(args)
     import torch
 
     from ..inference.device import device_summary, select_device
