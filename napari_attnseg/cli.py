@@ -2,7 +2,8 @@
 benchmark). Each subcommand lives in ``napari_attnseg/commands/<name>.py`` with two functions,
 ``add_arguments(parser)`` and ``run(args) -> int``, imported only when that subcommand runs.
 Errors the user can fix (:class:`~napari_attnseg.errors.AttnsegError`, ``ValueError``,
-``FileNotFoundError``) print one line to stderr and exit 2; no traceback.
+``OSError``, ``MemoryError``, and bad arguments) print one line to stderr and exit 2; no
+traceback.
 """
 
 from __future__ import annotations
@@ -24,12 +25,26 @@ COMMANDS = {
 }
 
 
+class UsageError(Exception):
+    """A bad command line (argparse's complaint), reported in one line like other errors."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints the usage and exits; one line instead
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def _load(name: str):
     return importlib.import_module(f"napari_attnseg.commands.{name}")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attnseg", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="attnseg", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = None
@@ -49,7 +64,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        command = next((a for a in argv if a in COMMANDS), "")
+        sys.stderr.write(f"attnseg {command}: error: {_one_line(exc)}\n".replace("  ", " "))
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
@@ -60,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(_load(args.command).run(args) or 0)
-    except (AttnsegError, ValueError, FileNotFoundError) as exc:
-        sys.stderr.write(f"attnseg {args.command}: error: {exc}\n")
+    except (AttnsegError, ValueError, OSError) as exc:
+        sys.stderr.write(f"attnseg {args.command}: error: {_one_line(exc)}\n")
+        return 2
+    except MemoryError as exc:
+        sys.stderr.write(f"attnseg {args.command}: error: not enough memory "
+                         f"({_one_line(exc)}); try a smaller input or batch\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"attnseg {args.command}: interrupted\n")

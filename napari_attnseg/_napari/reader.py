@@ -76,8 +76,21 @@ def read_layers(path: str | Sequence[str]) -> list[LayerDataTuple]:
     for p in _paths(path):
         try:
             out.extend(read_one(p))
-        except (AttnsegError, ValueError, OSError, MemoryError) as exc:
-            log.warning("could not open %s: %s", p, exc)
-            text = str(exc) if str(p) in str(exc) else f"{p}: {exc}"
-            show_error(f"Could not open {text}")
+        except Exception as exc:  # noqa: BLE001 - no exception may escape a reader
+            show_error(f"Could not open {error_text(p, exc)}")
     return out
+
+
+def error_text(path: str | Path, exc: BaseException) -> str:
+    """``<file>: <problem>`` for a notification; the problem is never empty (a bare
+    MemoryError says so) and unexpected errors are logged with their traceback."""
+    reason = " ".join(str(exc).split())
+    if isinstance(exc, MemoryError):
+        reason = f"not enough memory to read it ({reason or 'MemoryError'})"
+    elif not isinstance(exc, (AttnsegError, ValueError, OSError)):
+        log.exception("unexpected error reading %s", path)
+        reason = f"unexpected {type(exc).__name__}: {reason or 'no message'}"
+    else:
+        log.warning("could not open %s: %s", path, reason)
+    reason = reason or type(exc).__name__
+    return reason if str(path) in reason else f"{path}: {reason}"

@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..errors import GeometryError
-from ._common import run_with_progress
+from ._common import add_input_options, run_with_progress
 
 logger = logging.getLogger(__name__)
 
@@ -26,25 +25,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoothing", type=int, default=1, help="active contours (1)")
     parser.add_argument("--balloon", type=float,
                         help="geodesic: balloon force (default -1, or +1 with --init)")
+    add_input_options(parser, what="the image")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def _read_on_grid(path: str, image, what: str):
     from ..io import read_volume
+    from ..io.validate import require_labels, require_same_grid
 
     vol = read_volume(path)
-    if not image.same_grid(vol):
-        raise GeometryError(f"{what} {path} is not on the grid of the image "
-                            f"({vol.shape} vs {image.shape}, or different spacing/affine)")
-    return vol.data
+    require_same_grid(vol, image, f"the {what} {path}", f"the image {image.source}")
+    return require_labels(vol.data, path, f"the {what}")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..baselines import ACTIVE_CONTOUR_METHODS, baseline_job, canonical_method
     from ..io import read_volume, write_volume
 
+    from ._common import check_outputs, input_kwargs, log_read_warnings
+
     method = canonical_method(args.method)
-    image = read_volume(args.image)
+    check_outputs([("-o", args.output)], [args.image, args.seed_mask, args.init])
+    image = log_read_warnings(read_volume(args.image, **input_kwargs(args)), args.image)
     kwargs: dict = {}
     if method == "region_growing":
         if args.seed_mask:

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from ..errors import GeometryError
-from ._common import run_with_progress
+from ._common import add_input_options, run_with_progress
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="also write the table and definitions as JSON")
     parser.add_argument("--no-definitions", action="store_true",
                         help="print the table without the metric definitions")
+    add_input_options(parser, what="the prediction")
+    add_input_options(parser, "gt-", what="the ground truth")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -41,10 +43,17 @@ def _geometry(v) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..io import read_volume
+    from ..io.atomic import Unit
+    from ..io.validate import require_labels, require_same_grid
     from ..metrics import evaluate_job
+    from ._common import check_outputs, input_kwargs, log_read_warnings
 
-    pred = read_volume(args.pred)
-    gt = read_volume(args.gt)
+    check_outputs([("--csv", args.csv), ("--json", args.json)], [args.pred, args.gt],
+                  sidecars=())  # before any work: never over the prediction or ground truth
+    pred = log_read_warnings(read_volume(args.pred, **input_kwargs(args)), args.pred)
+    gt = log_read_warnings(read_volume(args.gt, **input_kwargs(args, "gt-")), args.gt)
+    pred = pred.with_data(require_labels(pred.data, args.pred, "the prediction"), is_labels=True)
+    gt = gt.with_data(require_labels(gt.data, args.gt, "the ground truth"), is_labels=True)
     if pred.shape != gt.shape:
         raise GeometryError(
             f"{args.pred} ({_geometry(pred)}) and {args.gt} ({_geometry(gt)}) have different "
@@ -58,22 +67,38 @@ def run(args: argparse.Namespace) -> int:
         if not np.allclose(spacing, gt.spacing, rtol=1e-4):
             logger.warning("using --spacing %s instead of the files' %s", spacing, gt.spacing)
     else:
-        if not gt.same_grid(pred):
-            raise GeometryError(
-                f"{args.pred} ({_geometry(pred)}) and {args.gt} ({_geometry(gt)}) are not on the "
-                "same grid (spacing, origin or orientation differ); resample first, or give "
-                "--spacing to score the arrays voxel by voxel"
-            )
+        try:
+            require_same_grid(pred, gt, str(args.pred), str(args.gt))
+        except GeometryError as exc:
+            raise GeometryError(f"{exc}, or give --spacing to score the arrays voxel by "
+                                "voxel") from exc
         spacing = gt.spacing
+    if args.labels:
+        from ..io.validate import MAX_LABEL_VALUES, distinct_values
+
+        present = {int(v) for d in (pred.data, gt.data)
+                   for v in distinct_values(d, MAX_LABEL_VALUES)}
+        absent = [lab for lab in args.labels if lab not in present]
+        if absent:
+            raise ValueError(f"--labels {absent}: in neither {args.pred} nor {args.gt} (labels "
+                             f"present: {sorted(present)}); a label in neither file cannot be "
+                             "scored")
     report = run_with_progress(
         evaluate_job(pred.data, gt.data, spacing, args.labels, args.tolerance_mm),
         desc="evaluate", quiet=args.quiet,
     )
     sys.stdout.write(report.to_markdown(definitions=not args.no_definitions) + "\n")
-    if args.csv:
-        report.to_csv(args.csv)
-        logger.info("wrote %s", args.csv)
-    if args.json:
-        report.to_json(args.json)
-        logger.info("wrote %s", args.json)
+    unit = Unit()  # the CSV and the JSON: both new or both old
+    try:
+        if args.csv:
+            report.to_csv(unit.temp(args.csv))
+        if args.json:
+            report.to_json(unit.temp(args.json))
+        unit.commit()
+    except BaseException:
+        unit.abort()
+        raise
+    for out in (args.csv, args.json):
+        if out:
+            logger.info("wrote %s", out)
     return 0

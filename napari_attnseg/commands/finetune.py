@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from ._scribbles import add_finetune_arguments, sparse_labels, sparse_train_options
+from ._common import positive_int
 from ._spacing import add_spacing_argument, apply_spacing
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="fp32", help="fp32 or bf16")
     parser.add_argument("--seed", type=int, default=0)
     add_spacing_argument(parser)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=positive_int, default=None)
     add_finetune_arguments(parser)  # --ignore-label / --pairwise-weight: sparse labels
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -62,8 +63,20 @@ def parse_slices(text: str | None, depth: int) -> "object":
     return flags
 
 
-def run(args: argparse.Namespace) -> int:
+def _checked_labels(lab, path, ignore):
+    """Labels as whole non-negative numbers (1.3 or a CT image is an error, never rounded); the
+    ``--ignore-label`` value (unannotated voxels) is left for :func:`sparse_labels`."""
+    from ..io.validate import require_labels
+
+    if ignore is None:
+        return lab.with_data(require_labels(lab.data, path, "the labels"), is_labels=True)
     import numpy as np
+
+    require_labels(np.where(lab.data == ignore, 0, lab.data), path, "the labels")
+    return lab
+
+
+def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..io import read_volume
@@ -82,17 +95,22 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{len(images)} image(s) but {len(labels)} label file(s); give one label file per image")
     if args.output and Path(args.output).exists():
         raise ValueError(f"{args.output} already exists; choose another output folder")
+    from ._common import check_outputs, check_patch_size, log_read_warnings
+
+    check_outputs([("-o", args.output)], images + labels, sidecars=())  # before any training
+    check_patch_size(args.patch_size)
     registry = ModelRegistry()
     base = load_model(registry.resolve(args.base))
     dims = base.spec.arch.spatial_dims
+    check_patch_size(args.patch_size, dims)
     pairs = []
     for ip, lp in zip(images, labels):
-        img = apply_spacing(read_volume(ip), args.spacing, ip)
-        lab = apply_spacing(read_volume(lp), args.spacing, lp)
-        data = np.asarray(lab.data)
-        if not np.issubdtype(data.dtype, np.integer):
-            data = np.rint(data).astype(np.int64)
-        lab = lab.with_data(data, is_labels=True)
+        from ..io.validate import require_same_grid
+
+        img = log_read_warnings(apply_spacing(read_volume(ip), args.spacing, ip), ip)
+        lab = log_read_warnings(apply_spacing(read_volume(lp), args.spacing, lp), lp)
+        require_same_grid(lab, img, f"the labels {lp}", f"the image {ip}")  # shape and affine
+        lab = _checked_labels(lab, lp, getattr(args, "ignore_label", None))
         reviewed = parse_slices(args.reviewed_slices, img.shape[0]) if img.ndim == 3 else None
         lab, reviewed = sparse_labels(lab, reviewed, args.ignore_label, lp)
         pairs.append(TrainingPair(img, lab, reviewed, ip.name))

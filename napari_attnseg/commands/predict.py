@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 
+from ._common import add_input_options, input_kwargs, positive_int
 from ._spacing import add_spacing_argument, read_with_spacing
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "intensity preset")
     parser.add_argument("--probabilities", default=None, metavar="OUT_PROBS",
                         help="also write the foreground probability map here")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for PyTorch (default: PyTorch's choice)")
+    add_input_options(parser)
     add_spacing_argument(parser)
     from ._backend import add_backend_argument
 
@@ -92,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..inference.device import device_summary, select_device
     from ..inference.predictor import PredictConfig, plan_prediction, predict_job
-    from ..io import write_volume
-    from ._common import run_with_progress
+    from ..io.writers import write_volumes
+    from ._common import check_outputs, log_read_warnings, run_with_progress
 
     if args.threads is not None:
         if args.threads < 1:
@@ -102,7 +104,14 @@ def run(args: argparse.Namespace) -> int:
     config = PredictConfig(overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
                            device=args.device, precision=args.precision, modality=args.modality,
                            window=args.window)
-    volume = read_with_spacing(args.input, args.spacing, modality=args.modality or None)
+    from ..io.formats_out import special_writer
+
+    nifti_out = special_writer(args.output) is None  # .seg.nrrd / .dcm: their own writers
+    check_outputs([("-o", args.output), ("--probabilities", args.probabilities)], [args.input],
+                  sidecars=("-o", "--probabilities"))  # before any work: never over an input
+    volume = read_with_spacing(args.input, args.spacing, modality=args.modality or None,
+                               **input_kwargs(args))
+    log_read_warnings(volume, args.input)
     from ._backend import load_predict_model
 
     model, config = load_predict_model(args, volume, config, resolve_model_folder)
@@ -115,13 +124,21 @@ def run(args: argparse.Namespace) -> int:
                                quiet=args.quiet)
     result.provenance["backend"] = args.backend
     labels = volume.with_data(result.labels, is_labels=True)
-    write_volume(labels, args.output, provenance=result.provenance)
+    unit = [(labels, args.output, None, result.provenance)]
+    if args.probabilities:
+        probs = volume.with_data(result.foreground_probability(), is_labels=False)
+        unit.append((probs, args.probabilities, None,
+                     dict(result.provenance, map="foreground probability")))
+    if nifti_out:
+        write_volumes(unit)  # labels, probabilities and sidecars: all new or all old
+    else:
+        from ..io import write_volume
+
+        for vol, out, ref, prov in unit:
+            write_volume(vol, out, reference=ref, provenance=prov)
     logger.info("wrote %s (%d windows, %.2f s on %s)", args.output, result.n_windows,
                 result.seconds, result.device)
     if args.probabilities:
-        probs = volume.with_data(result.foreground_probability(), is_labels=False)
-        write_volume(probs, args.probabilities,
-                     provenance=dict(result.provenance, map="foreground probability"))
         logger.info("wrote %s", args.probabilities)
     if args.quiet:
         return 0

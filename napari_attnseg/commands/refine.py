@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GeometryError, ReadError
-from ._common import run_with_progress
+from ._common import add_input_options, run_with_progress
 from ._scribbles import add_refine_arguments, scribble_constraints
 from ._spacing import add_spacing_argument, apply_spacing
 
@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, typ in FLAGS.items():
         parser.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
                             help=f"CRF {name} (default: from the modality preset)")
+    add_input_options(parser, what="the image")
     parser.add_argument("--mode", choices=["auto", "2d", "3d"], default=None,
                         help="2d per slice, 3d whole volume, auto (default)")
     add_spacing_argument(parser)  # the image's pixel size (CRF bandwidths are in mm)
@@ -50,39 +51,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def read_probabilities(path: str | Path, image_shape: tuple[int, ...]) -> np.ndarray:
-    """(C, z, y, x) or (z, y, x) float32 from a 4D (class-last) or 3D NIfTI file."""
-    import nibabel as nib
+def read_probabilities(path: str | Path, image) -> np.ndarray:
+    """(C, z, y, x) or (z, y, x) float32 in [0, 1] from a 4D (class-last) or 3D NIfTI file, on
+    the grid of ``image`` (a Volume: same shape and affine; a bare shape checks the shape only).
+    ReadError / GeometryError naming the file otherwise (an image given as probabilities, a map
+    40 mm off the image)."""
+    from ..io import read_volume
+    from ..io.nifti import read_nifti_channels
+    from ..io.validate import require_probabilities, require_same_grid
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file")
     try:
-        img = nib.load(str(p))
-    except Exception as exc:  # nibabel raises many types for unreadable files
-        raise ReadError(p, f"not a readable NIfTI file ({exc})") from exc
-    if len(img.shape) == 4:
-        data = np.asarray(img.dataobj, dtype=np.float32)  # (i, j, k, C)
-        data = np.ascontiguousarray(np.transpose(data, (3, 2, 1, 0)))  # (C, z, y, x)
-    elif len(img.shape) in (2, 3):
-        from ..io import read_volume
-
-        data = np.asarray(read_volume(p).data, dtype=np.float32)
+        data, geometry = read_nifti_channels(p)
+    except ReadError as exc:
+        if "4D file" not in str(exc):
+            raise
+        geometry = read_volume(p)
+        data = np.asarray(geometry.data, dtype=np.float32)
+    if isinstance(image, tuple):
+        if tuple(geometry.shape) != tuple(image):
+            raise GeometryError(f"{p}: probabilities have spatial shape {geometry.shape} but the "
+                                f"image has {tuple(image)} (z, y, x); they must share a grid")
     else:
-        raise ReadError(p, f"expected a 3D or 4D array, got shape {img.shape}")
-    spatial = data.shape[1:] if data.ndim == len(image_shape) + 1 else data.shape
-    if tuple(spatial) != tuple(image_shape):
-        raise GeometryError(f"{p}: probabilities have spatial shape {tuple(spatial)} but the image "
-                            f"has {tuple(image_shape)} (z, y, x); they must share a grid")
-    return data
+        require_same_grid(geometry, image, f"the probabilities {p}", f"the image {image.source}")
+    return require_probabilities(data, p)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..crf import default_params, refine_job
     from ..io import read_volume, write_volume
+    from ._common import check_outputs, input_kwargs, log_read_warnings
 
-    image = apply_spacing(read_volume(args.image), getattr(args, "spacing", None), args.image)
-    probs = read_probabilities(args.probs, image.shape)
+    check_outputs([("-o", args.output)], [args.probs, args.image])  # before any work
+    image = apply_spacing(read_volume(args.image, **input_kwargs(args)),
+                          getattr(args, "spacing", None), args.image)
+    log_read_warnings(image, args.image)
+    probs = read_probabilities(args.probs, image)
     modality = image.modality if args.modality is None else args.modality
     params = default_params(modality)
     changes = {k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}

@@ -147,12 +147,13 @@ def unblock_fifos(folder: Path) -> None:
 
 def cli_class(argv, protect=(), check=None, names=()) -> str:
     """Run ``attnseg argv`` in-process. ``protect``: files that must not change; ``names``:
-    what the one error line must mention; ``check()``: whether a success is right."""
+    what the one error line must mention; ``check()``: whether a success is right (without
+    it any success is ``silent-wrong``)."""
     from napari_attnseg.cli import main
 
     before = {Path(p): sha(p) for p in protect}
     err = _io.StringIO()
-    with contextlib.redirect_stderr(err):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(_io.StringIO()):
         try:
             rc = main([str(a) for a in argv])
         except SystemExit as exc:
@@ -166,8 +167,8 @@ def cli_class(argv, protect=(), check=None, names=()) -> str:
     if rc == 2:
         ok = len(lines) == 1 and "error:" in lines[0] and all(n in lines[0] for n in names)
         return "error" if ok else "unclear"
-    if rc == 0:
-        if check is not None and not check():
+    if rc == 0:  # without a check, a success is wrong (the case expects a refusal)
+        if check is None or not check():
             return "silent-wrong"
         return "warning" if "WARNING" in err.getvalue() else "correct"
     return "unclear"
