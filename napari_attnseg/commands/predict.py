@@ -87,7 +87,10 @@ def resolve_model_folder(ref: str | None, volume=None):
 
 def run(args: argparse.Namespace) -> int:
     from ._folder import folder_mode, run_folder
+    from ._pacs import run_with_pacs, uses_pacs
 
+    if uses_pacs(args):  # a DICOMweb series URL in, or a DICOMweb server (-o URL) out
+        return run_with_pacs(args, run)
     if folder_mode(args):  # IN_DIR -o OUT_DIR: every scan in the folder
         return run_folder(args)
     import torch

@@ -99,7 +99,13 @@ def read_volume(path: str | Path, series_uid: str | None = None, *,
         what the file says (:func:`napari_attnseg.io.modality.detect_modality`).
 
     Raises ReadError (naming the file) for anything that cannot be read faithfully.
+    A DICOMweb series URL (``http://HOST:PORT/dicom-web/studies/S/series/X``) is retrieved into
+    the local cache first (:mod:`.dicomweb`).
     """
+    if isinstance(path, str) and path.lower().startswith(("http://", "https://")):
+        from .dicomweb import local_path
+
+        path = local_path(path)
     p = Path(path)
     if not p.exists():
         raise ReadError(p, "file or folder does not exist")
