@@ -4,6 +4,7 @@ kept in the header so that writing back reproduces it exactly."""
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from ..errors import ReadError
 from ..volume import Volume, geometry_from_affine, volume_from_affine, zyx_affine_from_nifti
 from ._common import as_label_array, replace_nonfinite, squeeze_trailing
 from .validate import (check_axes, check_memory, check_spacing, is_gzip, label_hint,
-                       looks_like_labels, read_gzip_head, require_regular_file, verify_gzip)
+                       looks_like_labels, read_gzip_head, read_gzip_range,
+                       require_regular_file, verify_gzip)
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +113,41 @@ def inspect_nifti(path: str | Path, *, verify_data: bool = True) -> dict[str, An
     offset = int(float(hdr["vox_offset"]))
     need = offset + full * itemsize
     if gz:
-        if verify_data:
+        if verify_data:  # read_nifti verifies in the pass that reads the voxels instead
             verify_gzip(path, need_bytes=need)
     else:
         size = path.stat().st_size
         if size < need:
             raise ReadError(path, f"is truncated: the header declares {full * itemsize:,} bytes "
                                   f"of voxels from byte {offset}, the file has {size:,} bytes")
-    return {"shape": shape, "datatype": code, "intent_code": int(hdr["intent_code"])}
+    return {"shape": shape, "datatype": code, "intent_code": int(hdr["intent_code"]),
+            "gzip": gz, "offset": offset}
+
+
+def _voxels(img: Any, path: Path, facts: dict[str, Any], volume: int | None = None
+            ) -> np.ndarray:
+    """The (scaled) voxels of the file, or of one volume of a 4D file. A .nii.gz is read in one
+    decompression pass that also checks its CRC (:func:`.validate.read_gzip_range`); the
+    scaling is nibabel's (``ArrayProxy``, slope/inter in their own dtype)."""
+    if not facts["gzip"]:
+        if volume is None:
+            return np.asarray(img.dataobj)
+        index = (slice(None),) * 3 + (volume,) + (0,) * (len(img.shape) - 4)
+        return np.asarray(img.dataobj[index])
+    from nibabel.volumeutils import apply_read_scaling
+
+    dtype = img.header.get_data_dtype()
+    shape = tuple(int(s) for s in img.shape)
+    vshape = shape if volume is None else shape[:3]
+    nbytes = math.prod(vshape) * dtype.itemsize
+    start = facts["offset"] + (0 if volume is None else volume * nbytes)
+    raw = np.ndarray(vshape, dtype=dtype, buffer=read_gzip_range(path, start, nbytes),
+                     order="F")
+    proxy = img.dataobj
+    slope, inter = np.asanyarray(proxy.slope), np.asanyarray(proxy.inter)
+    if np.can_cast(inter, slope.dtype):
+        inter = inter.astype(slope.dtype)
+    return apply_read_scaling(raw, slope, inter)
 
 
 def _load(path: Path):
@@ -176,7 +205,7 @@ def read_nifti(path: str | Path, *, split_4d: int | None = None) -> Volume:
     * integer-valued volumes with few values come back with ``is_labels=True``.
     """
     path = Path(path)
-    facts = inspect_nifti(path)
+    facts = inspect_nifti(path, verify_data=False)  # the CRC: checked while reading below
     img = _load(path)
     hdr = img.header
     full_shape = tuple(int(s) for s in img.shape)
@@ -197,14 +226,13 @@ def read_nifti(path: str | Path, *, split_4d: int | None = None) -> Volume:
             if not 0 <= int(split_4d) < n_vol:
                 raise ReadError(path, f"split_4d={split_4d} is out of range: the file has "
                                       f"{n_vol} volumes (0..{n_vol - 1})")
-            index = (slice(None),) * 3 + (int(split_4d),) + (0,) * (len(full_shape) - 4)
-            arr = np.asarray(img.dataobj[index])
+            arr = _voxels(img, path, facts, int(split_4d))
             spatial_file_shape = full_shape[:3]
         else:
             if split_4d is not None:
                 raise ReadError(path, f"split_4d={split_4d} was given but the file is "
                                       f"{len(shape)}D (shape {full_shape}), not 4D")
-            arr = np.asarray(img.dataobj)
+            arr = _voxels(img, path, facts)
             spatial_file_shape = full_shape[:3] if len(full_shape) >= 3 else full_shape
     except (EOFError, OSError, ValueError, zlib.error) as exc:
         raise ReadError(path, f"voxel data could not be read; the file looks truncated or "
@@ -263,13 +291,13 @@ def read_nifti_channels(path: str | Path) -> tuple[np.ndarray, Volume]:
     as a float32 ``(C, z, y, x)`` array and the Volume of its first channel (its geometry),
     through the same checks as :func:`read_nifti`."""
     path = Path(path)
-    inspect_nifti(path)
+    facts = inspect_nifti(path, verify_data=False)  # the CRC: checked while reading below
     img = _load(path)
     if len(img.shape) != 4:
         raise ReadError(path, f"has shape {tuple(img.shape)}; a 4D file (i, j, k, class) is "
                               "needed here")
     try:
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        data = np.asarray(_voxels(img, path, facts), dtype=np.float32)
     except (EOFError, OSError, ValueError, zlib.error) as exc:
         raise ReadError(path, f"voxel data could not be read ({type(exc).__name__}: "
                               f"{exc})") from exc

@@ -116,6 +116,40 @@ def verify_gzip(path: str | Path, need_bytes: int | None = None) -> int:
     return n
 
 
+def read_gzip_range(path: str | Path, start: int, nbytes: int) -> bytearray:
+    """Bytes ``start .. start + nbytes`` of the decompressed stream, read in the same single
+    pass that decompresses the rest of it, so that the CRC-32 and length trailer are checked
+    (ReadError for a corrupt or truncated file); nothing else is kept in memory."""
+    buf = bytearray(nbytes)
+    view = memoryview(buf)
+    try:
+        with gzip.open(path, "rb") as fh:
+            left = start
+            while left > 0:
+                chunk = fh.read(min(left, _CHUNK))
+                if not chunk:
+                    break
+                left -= len(chunk)
+            filled = 0
+            while left == 0 and filled < nbytes:
+                n = fh.readinto(view[filled:filled + _CHUNK])
+                if not n:
+                    break
+                filled += n
+            if left or filled < nbytes:
+                raise ReadError(path, f"is truncated: the header declares {start + nbytes:,} "
+                                      f"bytes, the decompressed file holds "
+                                      f"{start - left + filled:,}")
+            while fh.read(_CHUNK):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        why = "the compressed stream ends early" if isinstance(exc, EOFError) else (
+            str(exc) or type(exc).__name__)
+        raise ReadError(path, f"compressed data is corrupt ({why}): the file was damaged or "
+                              "truncated (copy it again)") from exc
+    return buf
+
+
 # ---------------------------------------------------------------------- sizes
 def memory_limit_bytes() -> int:
     """Largest input accepted: ``ATTNSEG_MAX_INPUT_GB`` if set, else the machine's memory."""

@@ -183,7 +183,15 @@ def test_sigkill_while_predict_writes_leaves_a_consistent_pair(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_during_predict_at_many_moments(tmp_path):
-    outcomes = [_kill_predict(tmp_path, d, "write") for d in (0.0, 0.001, 0.003, 0.006, 0.01,
-                                                              0.02, 0.05, 0.1)]
-    outcomes += [_kill_predict(tmp_path, d, "start") for d in (0.5, 2.0, 5.0)]
+    """Kills spread over a whole run (fractions of a measured uninterrupted run) and just
+    after the writing starts: every one leaves a complete pair, old or new."""
+    _kill_predict(tmp_path, 0.0, "write")  # the old pair and a first kill
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "napari_attnseg.cli", *_predict_cmd(tmp_path)],
+                   env=env, check=True, timeout=300, stderr=subprocess.DEVNULL)
+    full = time.monotonic() - t0
+    outcomes = [_kill_predict(tmp_path, d, "write") for d in (0.001, 0.003, 0.01, 0.03, 0.1)]
+    outcomes += [_kill_predict(tmp_path, full * f, "start")
+                 for f in (0.5, 0.8, 0.9, 0.95, 1.0, 1.05, 1.5)]
     assert "old" in outcomes and "new" in outcomes  # kills landed on both sides of the commit
