@@ -64,9 +64,9 @@ class ScribbleParams:
     carried to another slice; ``crf``: dense-CRF parameters (None: the ``modality`` preset, 2D).
     """
 
-    strength: float = 6.0
-    tau_mm: float = 10.0
-    contrast: float = 0.1
+    strength: float = 10.0
+    tau_mm: float = 20.0
+    contrast: float = 0.2
     smooth_px: float = 1.0
     reach: float = 0.02
     neighbours: int = 2
@@ -170,15 +170,16 @@ def _check_scribbles(scribbles: Any, shape: tuple, n_classes: int, ignore: int) 
 
 
 def _cost(norm255: np.ndarray, spacing: Sequence[float], edge_weight: float,
-          smooth_px: float) -> np.ndarray:
-    """Per-pixel path cost (per mm): ``sqrt(1 + (edge_weight * |grad I|)^2)``, I in 0..1."""
+          smooth_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """(per-pixel path cost per mm ``sqrt(1 + (edge_weight * |grad I|)^2)``, the smoothed image
+    I in 0..1)."""
     from scipy import ndimage
 
     img = norm255.astype(np.float32) / np.float32(255.0)
     if smooth_px > 0:
         img = ndimage.gaussian_filter(img, smooth_px)
     gy, gx = np.gradient(img, *[float(s) for s in spacing])
-    return np.sqrt(1.0 + (edge_weight ** 2) * (gy * gy + gx * gx)).astype(np.float64)
+    return np.sqrt(1.0 + (edge_weight ** 2) * (gy * gy + gx * gx)).astype(np.float64), img
 
 
 def _window(seeds: np.ndarray, radius_px: Sequence[int], shape: tuple) -> tuple[slice, ...]:
@@ -221,22 +222,34 @@ def geodesic_distance(image: Any, seeds: Any, spacing: Sequence[float] = (1.0, 1
     mask = np.asarray(seeds, dtype=bool)
     if img.ndim != 2 or mask.shape != img.shape:
         raise ValueError(f"need a 2D image and a seed mask of its shape; got {img.shape}, {mask.shape}")
-    return _geodesic(_cost(normalize_intensity(img), spacing, edge_weight, smooth_px), mask,
+    return _geodesic(_cost(normalize_intensity(img), spacing, edge_weight, smooth_px)[0], mask,
                      spacing, max_mm)
 
 
-def _evidence(cost: np.ndarray, strokes: np.ndarray, spacing: Sequence[float], n_classes: int,
-              params: ScribbleParams, ignore: int, weight: float = 1.0,
+def _seeds(strokes: np.ndarray, c: int, smooth: np.ndarray, contrast: float) -> np.ndarray:
+    """The stroke pixels of class ``c`` that look like the stroke (within ``contrast`` of its
+    median intensity): a stroke that slips over an edge by a pixel or two stays a hard
+    constraint there but does not seed the evidence on the wrong side."""
+    seeds = strokes == c
+    vals = smooth[seeds]
+    like = seeds & (np.abs(smooth - np.median(vals)) <= contrast)
+    return like if like.any() else seeds
+
+
+def _evidence(cost: tuple[np.ndarray, np.ndarray], strokes: np.ndarray, spacing: Sequence[float],
+              n_classes: int, params: ScribbleParams, ignore: int, weight: float = 1.0,
               boost: np.ndarray | None = None,
               gmax: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Add ``weight * strength * exp(-D_c / tau)`` per stroke class to ``boost`` (C, H, W) and
-    keep the largest unweighted evidence in ``gmax`` (H, W)."""
+    keep the largest unweighted evidence in ``gmax`` (H, W); ``cost`` is ``_cost``'s pair."""
+    cost_map, smooth = cost
     if boost is None:
         boost = np.zeros((n_classes,) + strokes.shape, np.float32)
     if gmax is None:
         gmax = np.zeros(strokes.shape, np.float32)
     for c in np.unique(strokes[strokes != ignore]):
-        d = _geodesic(cost, strokes == c, spacing, params.reach_mm)
+        seeds = _seeds(strokes, int(c), smooth, params.contrast)
+        d = _geodesic(cost_map, seeds, spacing, params.reach_mm)
         g = np.exp(-d / params.tau_mm).astype(np.float32)
         boost[int(c)] += np.float32(weight * params.strength) * g
         np.maximum(gmax, g, out=gmax)

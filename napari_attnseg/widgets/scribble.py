@@ -53,13 +53,13 @@ class ScribbleConfig:
     """The form: how strokes correct the labels (see ``interactive.scribbles``)."""
 
     strength: Annotated[float, {"min": 0.5, "max": 50.0, "step": 0.5}] = field(
-        default=6.0, metadata={"label": "Stroke strength",
+        default=10.0, metadata={"label": "Stroke strength",
                                "tooltip": "log-odds a stroke adds to its class at the stroke"})
     tau_mm: Annotated[float, {"min": 1.0, "max": 500.0, "step": 1.0}] = field(
-        default=10.0, metadata={"label": "Reach (mm)",
+        default=20.0, metadata={"label": "Reach (mm)",
                                 "tooltip": "geodesic distance over which a stroke's effect fades"})
     contrast: Annotated[float, {"min": 0.01, "max": 0.99, "step": 0.01}] = field(
-        default=0.1, metadata={"label": "Edge contrast",
+        default=0.2, metadata={"label": "Edge contrast",
                                "tooltip": "intensity change (0..1) that stops a stroke as much "
                                           "as its reach in distance; smaller: stops sooner"})
     neighbours: Annotated[int, {"min": 1, "max": 50}] = field(
