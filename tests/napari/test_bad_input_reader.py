@@ -71,3 +71,20 @@ def test_fifo_does_not_hang_the_reader(tmp_path, notes):
     threading.Thread(target=lambda: (reader.read_layers(str(p)), done.set()), daemon=True).start()
     assert done.wait(10), "reading a FIFO blocked"
     assert any("FIFO" in m for _, m in notes)
+
+
+def test_load_widget_refuses_a_corrupted_file(make_napari_viewer, notes, tmp_path):
+    """The Load widget reads through the same gate: a flipped bit in a .nii.gz (the header
+    still lists) is an error notification on Open, and no layer is added."""
+    from napari_attnseg.widgets.load import LoadWidget
+
+    p = _good(tmp_path)
+    raw = bytearray(p.read_bytes())
+    raw[len(raw) - 6] ^= 0x10  # the CRC trailer: the voxels may even decode
+    p.write_bytes(bytes(raw))
+    viewer = make_napari_viewer()
+    w = LoadWidget(viewer)
+    assert w.set_path(p, sync=True)  # the table lists it from the header
+    assert w.open_selected(sync=True) is None
+    assert len(viewer.layers) == 0
+    assert any("good.nii.gz" in m and "corrupt" in m for kind, m in notes if kind == "error")
