@@ -197,8 +197,9 @@ def list_series(path: str | Path) -> list[SeriesInfo]:
         raise ReadError(p, "unsupported format")
     if fmt == "dicom":
         from .dicom import list_dicom_series
+        from .dicom_seg import is_dicom_seg, seg_series_info
 
-        return list_dicom_series(p)
+        return [seg_series_info(p)] if is_dicom_seg(p) else list_dicom_series(p)
     if fmt == "nifti":
         return [_nifti_info(p)]
     vol = read_volume(p)

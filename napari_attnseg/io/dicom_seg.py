@@ -17,6 +17,7 @@ a warning.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -268,7 +269,7 @@ def _find_series(seg_path: Path, series_uid: str) -> Path | None:
     import pydicom
 
     def holds(folder: Path, depth: int) -> bool:
-        files = sorted(folder.rglob("*") if depth else folder.iterdir())[:400]
+        files = itertools.islice(folder.rglob("*") if depth else folder.iterdir(), 400)
         for f in files:
             if f.is_file() and f != seg_path and (f.suffix.lower() in (".dcm", ".ima")
                                                   or has_dicom_magic(f)):
@@ -359,3 +360,16 @@ def read_dicom_seg(path: str | Path) -> Volume:
     return replace(layers[0], data=data.astype(np.uint8) if data.max() < 256 else data,
                    metadata={"label_names": names, "label_colors": colours},
                    warnings=layers[0].warnings + (msg,))
+
+
+def seg_series_info(path: str | Path) -> Any:
+    """A :class:`~napari_attnseg.io.series.SeriesInfo` for a SEG file (the Load widget's
+    series table): its segments, on the grid it opens on."""
+    from .series import SeriesInfo
+
+    vol = read_dicom_seg(path)
+    names = ", ".join((vol.metadata.get("label_names") or {}).values())
+    return SeriesInfo(uid=str(vol.header.get("seg_series_uid", Path(path).name)), modality="SEG",
+                      description=f"DICOM-SEG: {names}" if names else "DICOM-SEG",
+                      n_slices=vol.shape[0] if vol.ndim == 3 else 1, shape=vol.shape,
+                      spacing=vol.spacing, files=(str(path),))

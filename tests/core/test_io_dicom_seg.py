@@ -167,3 +167,10 @@ def test_predict_cli_writes_a_dicom_seg(tmp_path, ct):
     assert seg.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
     back = read_volume(out)
     assert back.same_grid(ct) and back.data.any()
+
+
+def test_list_series_of_a_seg_file_describes_its_segments(study, ct):
+    _, seg_path, _ = study
+    (info,) = list_series(seg_path)
+    assert info.modality == "SEG" and info.shape == ct.shape
+    assert info.description == "DICOM-SEG: organ, lesion"

@@ -117,3 +117,45 @@ def test_dicom_seg_writer_and_reader_sit_on_the_series(tmp_path, make_napari_vie
     where = seg.data_to_world((7, 50, 50))
     viewer.dims.set_point(0, where[0])  # show that slice: the status reads the shown slice
     assert "organ" in str(seg.get_status(where, world=True))
+
+
+def _sagittal_series(src: Path, dst: Path) -> Path:
+    """The sample CT files relabelled as a sagittal series (rows along A, columns along -S):
+    a layer shows it with permuted axes, the files keep their slice order."""
+    import pydicom
+
+    dst.mkdir(parents=True)
+    for f in sorted(src.iterdir()):
+        ds = pydicom.dcmread(str(f))
+        k = int(ds.InstanceNumber)
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [-30.0 + 2.5 * k, -50.8, 50.8]
+        if "SliceLocation" in ds:
+            del ds.SliceLocation
+        ds.save_as(str(dst / f.name))
+    return dst
+
+
+def test_dicom_seg_from_a_permuted_layer_cites_the_right_instances(tmp_path, make_napari_viewer):
+    hd = pytest.importorskip("highdicom")
+    from napari_attnseg._napari.layers import derived_layer_kwargs
+    from napari_attnseg._napari.writer_formats import write_dicom_seg
+
+    folder = _sagittal_series(ROOT / "sample_data" / "ct_dicom", tmp_path / "sag")
+    stored = read_volume(folder)
+    viewer = make_napari_viewer()
+    (image,) = _open(viewer, folder)
+    lab_stored = np.zeros(stored.shape, np.uint8)  # in the files' order: (slice, row, col)
+    lab_stored[3:6, 20:40, 60:90] = 1
+    from napari_attnseg._napari.layers import layer_data_tuple
+
+    shown, _, _ = layer_data_tuple(stored.with_data(lab_stored, is_labels=True))
+    kw = derived_layer_kwargs(image, "sag [attnseg]",
+                              provenance={"label_names": {"1": "organ"}})
+    labels = viewer.add_labels(np.ascontiguousarray(shown), **kw)
+    (written,) = write_dicom_seg(str(tmp_path / "sag_seg.dcm"), labels.data, labels._get_state())
+    seg = hd.seg.segread(written)
+    got = seg.get_pixels_by_source_instance(stored.header["sop_instance_uids"],
+                                            combine_segments=True,
+                                            assert_missing_frames_are_empty=True)
+    assert np.array_equal(got, lab_stored)
