@@ -1,9 +1,11 @@
 """``attnseg finetune IMAGES LABELS --base MODEL -o NEW_MODEL``: fine-tune a model on corrected
 labels (the same core as the Fine-tune widget). ``IMAGES`` and ``LABELS`` are files (comma-
 separated for several scans, in the same order); ``--reviewed-slices 3,7,12`` limits training to
-those slices (axis 0) of every volume (default: all slices). The new weights become a new
-version of the base model's name (or ``--name``) in the registry, active only if they beat the
-base on held-out slices, and are copied to ``-o``.
+those slices (axis 0) of every volume (default: all slices; an empty list is an error). The new
+weights become a new version of the base model's registry name (or ``--name``; a ``--base``
+folder outside the registry needs ``--name``) only if they beat the base on held-out reviewed
+slices, and are copied to ``-o``; the version becomes active only when that validation can be
+trusted (see :mod:`napari_attnseg.training.finetune`). Without an improvement nothing is saved.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from ._scribbles import add_finetune_arguments, sparse_labels, sparse_train_options
 from ._common import positive_int
+from ._scribbles import add_finetune_arguments, sparse_labels, sparse_train_options
 from ._spacing import add_spacing_argument, apply_spacing
 
 logger = logging.getLogger(__name__)
@@ -25,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("labels", help="corrected label file(s) on the same grids, comma-separated")
     parser.add_argument("--base", required=True, help="model name, name@version or folder to start from")
     parser.add_argument("-o", "--output", default=None, help="also write the new model folder here")
-    parser.add_argument("--name", default=None, help="registry name for the new version (default: the base's)")
+    parser.add_argument("--name", default=None,
+                        help="registry name for the new version (default: the base's registry name; required when "
+                             "--base is a folder outside the registry)")
     parser.add_argument("--reviewed-slices", default=None,
                         help="comma-separated slice indices (axis 0) that were corrected (default: all)")
     parser.add_argument("--epochs", type=int, default=20)
@@ -46,18 +50,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_slices(text: str | None, depth: int) -> "object":
-    """Per-slice flags of length ``depth`` from '3,7,12' (None: all reviewed)."""
+    """Per-slice flags of length ``depth`` from '3,7,12' (None: the option was not given, all
+    slices reviewed). An empty list ("" or ",") is an error, never "all"."""
     import numpy as np
 
-    if not text:
+    from ..errors import TrainingDataError
+
+    if text is None:
         return None
     try:
         idx = [int(t) for t in text.replace(" ", "").split(",") if t]
     except ValueError as exc:
-        raise ValueError(f"--reviewed-slices must be comma-separated integers, got {text!r}") from exc
+        raise TrainingDataError(f"--reviewed-slices must be comma-separated integers, got {text!r}") from exc
+    if not idx:
+        raise TrainingDataError(f"--reviewed-slices {text!r} lists no slice; give the corrected slice indices "
+                                "(e.g. 3,7,12), or leave the option out to train on every slice")
     bad = [i for i in idx if not 0 <= i < depth]
     if bad:
-        raise ValueError(f"--reviewed-slices {bad} are outside 0..{depth - 1}")
+        raise TrainingDataError(f"--reviewed-slices {bad} are outside 0..{depth - 1}")
     flags = np.zeros(depth, bool)
     flags[idx] = True
     return flags
@@ -81,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..io import read_volume
     from ..model.checkpoint import load_model
-    from ..model.registry import ModelRegistry
+    from ..model.registry import ModelRegistry, check_name
     from ..training.dataset import TrainingPair
     from ..training.finetune import finetune_job
     from ..training.loop import TrainConfig
@@ -100,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([("-o", args.output)], images + labels, sidecars=())  # before any training
     check_patch_size(args.patch_size)
     registry = ModelRegistry()
+    if args.name is not None:
+        check_name(args.name)  # before any work
     base = load_model(registry.resolve(args.base))
     dims = base.spec.arch.spatial_dims
     check_patch_size(args.patch_size, dims)
@@ -111,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
         lab = log_read_warnings(apply_spacing(read_volume(lp), args.spacing, lp), lp)
         require_same_grid(lab, img, f"the labels {lp}", f"the image {ip}")  # shape and affine
         lab = _checked_labels(lab, lp, getattr(args, "ignore_label", None))
-        reviewed = parse_slices(args.reviewed_slices, img.shape[0]) if img.ndim == 3 else None
+        reviewed = parse_slices(args.reviewed_slices, img.shape[0] if img.ndim == 3 else 1)  # 2D: slice 0
+        if img.ndim != 3:
+            reviewed = None
         lab, reviewed = sparse_labels(lab, reviewed, args.ignore_label, lp)
         pairs.append(TrainingPair(img, lab, reviewed, ip.name))
     patch = tuple(args.patch_size or ((128, 128) if dims == 2 else (64, 64, 64)))
@@ -122,9 +136,30 @@ def run(args: argparse.Namespace) -> int:
     result = run_with_progress(finetune_job(base, pairs, config, registry, args.name), desc="finetune",
                                quiet=args.quiet)
     entry = result.entry
-    print(f"saved {entry.ref} at {entry.path}: validation Dice {result.before_dice:.4f} -> {result.after_dice:.4f}; "
-          + ("now active" if result.activated else "NOT activated (not better than the base; the base stays active)"))
+    if entry is None:
+        print(result.note + (f"; {args.output} not written" if args.output else ""))
+        return 0
+    print(f"{result.note} ({entry.path})")
     if args.output:
-        shutil.copytree(entry.path, args.output)
+        _copy_model(entry.path, Path(args.output))
         print(f"wrote {args.output}")
     return 0
+
+
+def _copy_model(src: Path, out: Path) -> None:
+    """Copy a model folder to ``out`` through a hidden temporary folder renamed into place (a
+    kill never leaves a half-copied folder at ``out``)."""
+    import os
+
+    from ..errors import WriteError
+    from ..model._atomic import temp_name
+
+    tmp = out.parent / temp_name(out.name)
+    try:
+        shutil.copytree(src, tmp)
+        os.rename(tmp, out)
+    except OSError as exc:
+        raise WriteError(out, f"could not write the model folder: {exc}") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
