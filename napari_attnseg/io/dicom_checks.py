@@ -73,7 +73,8 @@ def place_missing_positions(frames: list[Any], where: Path) -> tuple[list[Any], 
                     f"slices by InstanceNumber (instances {sorted(miss_inst)[:5]})"]
 
 
-def _raw_float(value: Any) -> float | None:
+def _raw_float(value: Any) -> float:
+    """The number a DICOM value holds, NaN when it holds none."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -96,7 +97,7 @@ def check_rescale(frames: list[Any]) -> None:
             raw = f.ds.get(tag)
             if raw is not None and str(raw).strip() != "":
                 v = _raw_float(raw)
-                if v is None or not math.isfinite(v) or (tag == "RescaleSlope" and v == 0):
+                if not math.isfinite(v) or (tag == "RescaleSlope" and v == 0):
                     raise ReadError(f.path, f"{tag} is {str(raw)!r}, not a usable number; the "
                                             "header is broken")
 
