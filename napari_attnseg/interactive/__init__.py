@@ -4,9 +4,9 @@ propagation to neighbouring slices, fill-between-slices interpolation, and a sim
 benchmarks and tests."""
 
 from .interpolate import fill_between, interpolate_labels
+from .propagate import PropagationResult, propagate, propagate_job
 from .scribbles import (
     IGNORE,
-    PropagationResult,
     ScribbleParams,
     SliceCorrection,
     apply_scribbles,
@@ -14,8 +14,6 @@ from .scribbles import (
     enforce_scribbles,
     geodesic_distance,
     probabilities_from_labels,
-    propagate,
-    propagate_job,
 )
 
 __all__ = [

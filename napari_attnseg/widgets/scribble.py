@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
@@ -32,18 +31,20 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 
 from .._napari.layers import META_KEY, derived_layer_kwargs, layer_label_names, layer_to_volume
-from .._progress import Job, Progress
 from ._form import build_form, read_form
 from ._review import ReviewTracker, edited_slices
+from ._scribble_jobs import (
+    BACKGROUND_VALUE, FROM_LABELS, PaintedVoxels, Request, fill_job, propagation_job, slice_job,
+    snapshot_probabilities, to_core_scribbles, volume3d,
+)
 from ._worker import JobRunner, ProgressPanel
 
 logger = logging.getLogger(__name__)
 
 SUFFIX = " [scribbles]"
 ROLE = "scribbles"
-#: The scribbles layer's value for a background stroke (0 is napari's "nothing drawn").
-BACKGROUND_VALUE = 255
-FROM_LABELS = "(from the labels)"
+__all__ = ["BACKGROUND_VALUE", "FROM_LABELS", "SUFFIX", "ScribbleConfig", "ScribbleWidget",
+           "to_core_scribbles"]
 #: A stroke is corrected synchronously while the previous one took less than this (seconds).
 STROKE_SYNC_S = 0.3
 
@@ -79,64 +80,6 @@ class ScribbleConfig:
                               modality=modality or "")
 
 
-@dataclass(frozen=True)
-class Request:
-    """A snapshot taken on the GUI thread: the result layer (object), the arrays of the job, the
-    labels of the target slices as they were (an edit in between voids the write)."""
-
-    result: Any
-    image: np.ndarray
-    spacing: tuple[float, ...]
-    probabilities: np.ndarray
-    scribbles: np.ndarray
-    base: np.ndarray
-    keep: np.ndarray | None
-    params: Any
-    targets: tuple[int, ...]
-    what: str
-
-
-def to_core_scribbles(data: Any) -> np.ndarray:
-    """Scribbles-layer values -> a core scribble array (class index, ``IGNORE`` elsewhere)."""
-    from ..interactive import IGNORE
-
-    d = np.asarray(data)
-    out = d.astype(np.uint8, copy=True)
-    out[d == 0] = IGNORE
-    out[d == BACKGROUND_VALUE] = 0
-    return out
-
-
-def _slice_job(req: Request) -> Job[Any]:
-    from ..interactive import correct_slice
-
-    yield Progress(0, 1, "scribbles", "Correcting the slice")
-    z = req.targets[0]
-    res = correct_slice(req.probabilities[:, z], req.image[z], req.scribbles[z], req.spacing[-2:],
-                        req.params, base_labels=req.base[z],
-                        keep=None if req.keep is None else req.keep[z])
-    yield Progress(1, 1, "scribbles", f"Slice {z}: {res.n_changed} voxels changed")
-    return {z: res.labels}
-
-
-def _propagate_job(req: Request) -> Job[Any]:
-    from ..interactive import propagate_job
-
-    res = yield from propagate_job(req.probabilities, req.image, req.scribbles, req.spacing,
-                                   req.params, base_labels=req.base, targets=req.targets,
-                                   keep=req.keep)
-    return {z: res.labels[z] for z in res.changed}
-
-
-def _fill_job(req: Request) -> Job[Any]:
-    from ..interactive import fill_between
-
-    yield Progress(0, 1, "fill", "Interpolating between slices")
-    out, filled = fill_between(req.base, req.targets, req.spacing, keep=req.keep)
-    yield Progress(1, 1, "fill", f"Filled {len(filled)} slices")
-    return {z: out[z] for z in filled}
-
-
 class ScribbleWidget(Container):
     """Scribble correction of a Labels layer; see the module docstring."""
 
@@ -161,10 +104,8 @@ class ScribbleWidget(Container):
         self.runner: JobRunner | None = None
         self._pending: set[int] = set()
         self._last_stroke_s: float | None = None
-        self._writing = False
-        self._painted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.painted_voxels = PaintedVoxels()
         self._bases: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._watched: weakref.WeakSet = weakref.WeakSet()
         self._stroke_layers: weakref.WeakSet = weakref.WeakSet()
         self.start_button.changed.connect(lambda *_: self.scribbles_layer(create=True))
         self.neighbours_button.changed.connect(lambda *_: self.apply_neighbours())
@@ -212,7 +153,7 @@ class ScribbleWidget(Container):
         self.reset_choices()
         for ly in self.viewer.layers:
             if type(ly).__name__ == "Labels" and self._role(ly) != ROLE:
-                self._watch_painting(ly)
+                self.painted_voxels.watch(ly)
 
     def _result_changed(self, result: Any) -> None:
         if result is None:
@@ -273,44 +214,13 @@ class ScribbleWidget(Container):
         layer.selected_label = int(value)
         layer.mode = "paint"
 
-    def _watch_painting(self, layer: Any) -> None:
-        if layer in self._watched:
-            return
-        ref = weakref.ref(layer)
-        layer.events.paint.connect(lambda event: self._on_hand_paint(ref(), event))
-        self._watched.add(layer)
-
-    def _on_hand_paint(self, layer: Any, event: Any) -> None:
-        """Remember the voxels painted by hand (never by this widget) on a labels layer."""
-        if layer is None or self._writing:
-            return
-        mask = self._painted_mask(layer)
-        for atom in getattr(event, "value", None) or []:
-            key = getattr(atom, "slice_key", None)
-            if key is not None:
-                m = getattr(atom, "mask", None)
-                mask[tuple(key)] |= True if m is None else np.asarray(m, bool)
-            elif isinstance(atom, tuple) and len(atom) == 3:
-                mask[tuple(atom[0])] = True
-
-    def _painted_mask(self, layer: Any) -> np.ndarray:
-        mask = self._painted.get(layer)
-        if mask is None or mask.shape != tuple(layer.data.shape):
-            mask = np.zeros(layer.data.shape, bool)
-            self._painted[layer] = mask
-        return mask
-
     def painted(self, layer: Any) -> np.ndarray:
         """A copy of the voxels of ``layer`` painted by hand since the widget watches it."""
-        return self._painted_mask(layer).copy()
+        return self.painted_voxels.mask(layer).copy()
 
     # ------------------------------------------------------------------ snapshot
     def config(self) -> ScribbleConfig:
         return read_form(self.form, ScribbleConfig)
-
-    def _volume3d(self, a: Any) -> np.ndarray:
-        a = np.asarray(a)
-        return a[None] if a.ndim == 2 else a
 
     def _request(self, targets: list[int], what: str, whole: bool) -> Request:
         """Snapshot for ``targets`` (ValueError with the reason when something is missing)."""
@@ -325,19 +235,20 @@ class ScribbleWidget(Container):
             raise ValueError("Press 'Scribble on this scan' and draw strokes first")
         cfg = self.config()
         vol = layer_to_volume(image)
-        img = self._volume3d(image.data).astype(np.float32, copy=False)
-        current = self._volume3d(result.data).copy()
+        img = volume3d(image.data).astype(np.float32, copy=False)
+        current = volume3d(result.data).copy()
         base = current.copy()
-        painted = self._volume3d(self._painted_mask(result))
+        painted = volume3d(self.painted_voxels.mask(result))
         for z in targets if not whole else ():
             # before its first stroke, with what was painted by hand since then
             base[z] = np.where(painted[z], current[z], self._base_slice(result, z, current[z]))
-        scr = to_core_scribbles(self._volume3d(scribbles.data))
+        scr = to_core_scribbles(volume3d(scribbles.data))
         keep = None
         if not cfg.overwrite_painted:
             keep = painted.copy()
         spacing = tuple(vol.spacing) if img.ndim == np.ndim(image.data) else (1.0,) + tuple(vol.spacing)
-        probs = self._probabilities(base, scr, cfg, None if whole else targets)
+        probs = snapshot_probabilities(self.probs_combo.value, base, scr, cfg.confidence,
+                                       None if whole else targets)
         return Request(result, img, spacing, probs, scr, base, keep, cfg.params(vol.modality),
                        tuple(targets), what)
 
@@ -351,36 +262,6 @@ class ScribbleWidget(Container):
         if z not in bases:
             bases[z] = current.copy()
         return bases[z]
-
-    def _probabilities(self, base: np.ndarray, scr: np.ndarray, cfg: ScribbleConfig,
-                       slices: list[int] | None) -> np.ndarray:
-        """(C, Z, H, W) class probabilities: the probability layer's (class probabilities in its
-        metadata, or a foreground map), else the labels at ``cfg.confidence``. Only ``slices``
-        are filled when given (a stroke needs its own slice only)."""
-        from ..interactive import IGNORE, probabilities_from_labels
-        from .refine import class_probabilities
-
-        layer = self.probs_combo.value
-        shape3 = base.shape
-        n = int(max(int(base.max(initial=0)) + 1, 2,
-                    int(scr[scr != IGNORE].max(initial=0)) + 1))
-        probs = None
-        if layer is not None and layer != FROM_LABELS:
-            spatial = tuple(np.shape(layer.data))
-            cp = class_probabilities(layer, spatial)
-            if cp is not None and cp.shape[0] >= n:
-                probs = np.asarray(cp, np.float32).reshape((cp.shape[0],) + shape3)
-            elif cp is None and n <= 2 and spatial == tuple(np.shape(self.result_combo.value.data)):
-                fg = np.asarray(layer.data, np.float32).reshape(shape3)
-                probs = np.stack([1.0 - fg, fg])
-        if probs is not None:
-            return probs
-        if slices is None:
-            return probabilities_from_labels(base, n, cfg.confidence)
-        out = np.zeros((n,) + shape3, np.float32)
-        for z in slices:
-            out[:, z] = probabilities_from_labels(base[z], n, cfg.confidence)
-        return out
 
     # ------------------------------------------------------------------ actions
     @property
@@ -426,7 +307,7 @@ class ScribbleWidget(Container):
             self._last_stroke_s = time.perf_counter() - t0
             self._apply(req, out, reviewed=True)
 
-        return self._run(lambda: _slice_job(req), done, "Scribbles", sync)
+        return self._run(lambda: slice_job(req), done, "Scribbles", sync)
 
     def apply_neighbours(self, sync: bool = False) -> Any:
         z = self.current_slice()
@@ -467,7 +348,7 @@ class ScribbleWidget(Container):
             self.info.value = f"No slice to correct in the {what} (scribbled or reviewed)"
             return None
         req = dataclasses.replace(req, targets=tuple(free))
-        return self._run(lambda: _propagate_job(req), lambda out: self._apply(req, out),
+        return self._run(lambda: propagation_job(req), lambda out: self._apply(req, out),
                          f"Apply to {what}", sync)
 
     def fill_between(self, sync: bool = False) -> Any:
@@ -486,7 +367,7 @@ class ScribbleWidget(Container):
             self.info.value = "Correct (or mark reviewed) at least two slices to fill between"
             return None
         req = dataclasses.replace(req, targets=tuple(keys))
-        return self._run(lambda: _fill_job(req), lambda out: self._apply(req, out),
+        return self._run(lambda: fill_job(req), lambda out: self._apply(req, out),
                          "Fill between slices", sync)
 
     def _run(self, factory: Any, on_result: Any, context: str, sync: bool) -> Any:
@@ -505,51 +386,20 @@ class ScribbleWidget(Container):
             self.correct(z)
 
     # ------------------------------------------------------------------ results (GUI thread)
-    @contextlib.contextmanager
-    def _own_edit(self):
-        self._writing = True
-        try:
-            yield
-        finally:
-            self._writing = False
-
     def _apply(self, req: Request, out: dict, reviewed: bool = False) -> None:
-        """Write the new slices into the result layer as one undoable edit; slices edited since
-        the snapshot are left alone (a stroke there is corrected again)."""
+        """Write the new slices into the result layer as one undoable edit. Propagated / filled
+        slices edited since the snapshot are left alone; painted voxels (as of now: a stroke job
+        may have run while the user painted) are kept without consent."""
         layer = req.result
-        if layer not in self.viewer.layers or tuple(self._volume3d(layer.data).shape) != req.base.shape:
+        if layer not in self.viewer.layers or tuple(volume3d(layer.data).shape) != req.base.shape:
             self.info.value = "The labels layer changed; nothing written"
             return
-        data = self._volume3d(layer.data)
         tracker = ReviewTracker.for_layer(layer, self.viewer)
         before = set(tracker.reviewed_slices())
-        zs, ys, xs, values, written = [], [], [], [], []
-        snap = req.base if not reviewed else None
-        # painted by hand, as of now (a stroke job may have run while the user painted)
-        keep = None if req.keep is None else self._volume3d(self._painted_mask(layer))
-        for z, new in sorted(out.items()):
-            cur = data[z]
-            if snap is not None and not np.array_equal(cur, snap[z]):
-                continue
-            new = new.astype(data.dtype, copy=True)
-            if keep is not None:
-                new[keep[z]] = cur[keep[z]]
-            diff = np.nonzero(new != cur)
-            if diff[0].size:
-                zs.append(np.full(diff[0].size, z))
-                ys.append(diff[0])
-                xs.append(diff[1])
-                values.append(new[diff])
-                written.append(z)
-        if written:
-            idx = (np.concatenate(ys), np.concatenate(xs))
-            if np.ndim(layer.data) == 3:
-                idx = (np.concatenate(zs),) + idx
-            with self._own_edit():
-                layer.data_setitem(idx, np.concatenate(values))
+        keep = None if req.keep is None else volume3d(self.painted_voxels.mask(layer))
+        written, n = self.painted_voxels.write(layer, out, None if reviewed else req.base, keep)
         if reviewed:
             tracker.mark(*out)
         else:
             tracker.unmark(*(set(tracker.reviewed_slices()) - before))
-        n = int(sum(v.size for v in values))
         self.info.value = f"{req.what}: {n} voxels changed in {len(written)} slice(s)"
