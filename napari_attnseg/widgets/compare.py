@@ -90,6 +90,22 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+#: Provenance keys of layers a method made (model prediction, CRF, baseline, fine-tune).
+_OUTPUT_KEYS = ("model_id", "crf", "baseline")
+
+
+def is_method_output(layer: Any) -> bool:
+    """True for a layer a method made (a segmentation, CRF or baseline result, an overlay):
+    never the default ground truth."""
+    meta = (getattr(layer, "metadata", None) or {}).get("attnseg")
+    if isinstance(meta, dict):
+        prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+        if meta.get("role") in ("prediction", "crf", "errors", "uncertainty", "baseline") or \
+                any(k in prov for k in _OUTPUT_KEYS) or prov.get("kind") == "attnseg prediction":
+            return True
+    return "[attnseg" in getattr(layer, "name", "")
+
+
 class CompareWidget(QWidget):
     """Score candidate Labels layers against a ground-truth Labels layer."""
 
@@ -97,6 +113,7 @@ class CompareWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.gt_combo = QComboBox()
+        self._gt_picked = False  #: the user chose the ground truth (kept whatever it is)
         self.candidates_list = QListWidget()
         self.candidates_list.setMaximumHeight(90)  # a few rows; it scrolls beyond
         self.tolerance_spin = QDoubleSpinBox()
@@ -147,6 +164,7 @@ class CompareWidget(QWidget):
         self.export_json_button.clicked.connect(lambda: self.export_json())
         self.auto_check.toggled.connect(lambda _=None: self._reconnect_edits())
         self.gt_combo.currentTextChanged.connect(lambda _=None: self._refresh_candidates())
+        self.gt_combo.activated.connect(self._on_gt_activated)
         self.candidates_list.itemChanged.connect(lambda _=None: self._reconnect_edits())
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
@@ -170,15 +188,28 @@ class CompareWidget(QWidget):
                 and not ly.name.endswith(ERRORS_SUFFIX)]
 
     def _refresh_layers(self, event: Any = None) -> None:
-        names = [ly.name for ly in self._labels_layers()]
+        """List the Labels layers as ground-truth choices. The user's choice is kept; otherwise
+        the first layer that is not a method's output (a model prediction, CRF or baseline
+        result) is chosen, or none until such a layer appears: the ground truth never defaults
+        to a model's own output."""
+        layers = self._labels_layers()
+        names = [ly.name for ly in layers]
         current = self.gt_combo.currentText()
         self.gt_combo.blockSignals(True)
         self.gt_combo.clear()
         self.gt_combo.addItems(names)
-        if current in names:
+        keep = current in names and (self._gt_picked or not is_method_output(
+            self.viewer.layers[current]))
+        if keep:
             self.gt_combo.setCurrentText(current)
+        else:
+            truth = [i for i, ly in enumerate(layers) if not is_method_output(ly)]
+            self.gt_combo.setCurrentIndex(truth[0] if truth else -1)
         self.gt_combo.blockSignals(False)
         self._refresh_candidates()
+
+    def _on_gt_activated(self, index: int) -> None:
+        self._gt_picked = index >= 0  # a choice by the user (activated = user interaction)
 
     def _refresh_candidates(self) -> None:
         checked = set(self.checked_candidates())
@@ -363,7 +394,12 @@ class CompareWidget(QWidget):
         prov = {"errors_of": self.result.config.overlay_candidate,
                 "legend": "1 = false positive, 2 = false negative"}
         kwargs = derived_layer_kwargs(gt_layer, gt_name + ERRORS_SUFFIX, provenance=prov)
+        kwargs["metadata"]["attnseg"]["role"] = "errors"
+        active = self.viewer.layers.selection.active
         layer = upsert_layer(self.viewer, overlay, kwargs, "labels")
+        # napari makes a new layer the active one: the brush would then paint on the overlay
+        if active is not None and active is not layer and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active
         layer.colormap = DirectLabelColormap(color_dict={
             None: "transparent", 0: "transparent", 1: "red", 2: "blue"})
         return layer

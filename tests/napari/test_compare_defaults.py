@@ -1,0 +1,50 @@
+"""Compare: the ground-truth picker never defaults to a method's own output, follows a real
+ground truth when one appears, keeps the user's choice; the error overlay never becomes the
+active layer (the brush would paint on it)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_attnseg._napari.layers import volume_to_layer_kwargs
+from napari_attnseg.volume import Volume
+from napari_attnseg.widgets.compare import ERRORS_SUFFIX, CompareWidget, is_method_output
+
+
+def _labels(viewer, name, data, provenance=None):
+    vol = Volume(data, (2.0, 0.5, 0.5), is_labels=True)
+    return viewer.add_labels(data, **volume_to_layer_kwargs(vol, name=name,
+                                                            provenance=provenance))
+
+
+def test_ground_truth_is_never_a_model_output_and_the_overlay_is_not_active(make_napari_viewer,
+                                                                            qtbot):
+    viewer = make_napari_viewer()
+    gt = np.zeros((4, 16, 16), np.uint8)
+    gt[1:3, 4:10, 4:10] = 1
+    pred = np.roll(gt, 2, axis=2)
+    _labels(viewer, "scan [attnseg]", pred, {"kind": "attnseg prediction", "model_id": "m@1:x"})
+    _labels(viewer, "scan [otsu]", pred, {"baseline": "otsu"})
+    w = CompareWidget(viewer)
+    qtbot.addWidget(w)
+    assert is_method_output(viewer.layers["scan [attnseg]"])
+    assert w.gt_combo.currentText() == ""  # only outputs: no default ground truth
+    truth = _labels(viewer, "scan mask", gt)
+    assert w.gt_combo.currentText() == "scan mask"  # a real ground truth appears: chosen
+    _labels(viewer, "scan [attnseg] (new)", pred, {"model_id": "m@2:y"})
+    assert w.gt_combo.currentText() == "scan mask"  # still
+    # a user's explicit choice is kept, even an output
+    idx = w.gt_combo.findText("scan [otsu]")
+    w.gt_combo.setCurrentIndex(idx)
+    w.gt_combo.activated.emit(idx)
+    _labels(viewer, "other mask", gt)
+    assert w.gt_combo.currentText() == "scan [otsu]"
+    # the error overlay does not take the active layer
+    w.gt_combo.setCurrentText("scan mask")
+    w.set_candidates(["scan [attnseg]"])
+    pred_layer = viewer.layers["scan [attnseg]"]
+    viewer.layers.selection.active = pred_layer
+    w.make_runner().run_sync()
+    assert "scan mask" + ERRORS_SUFFIX in viewer.layers
+    assert viewer.layers.selection.active is pred_layer
+    assert not truth.metadata["attnseg"].get("role")
