@@ -201,3 +201,21 @@ def test_simulated_user_targets_the_largest_error():
     assert b.label == label and b.mask.sum() >= s.mask.sum()
     assert not (b.mask & (gt != label)).any()  # the brush radius fits the region
     assert next_scribble(gt, gt) is None
+
+
+def test_interactive_core_imports_without_gui_packages():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('napari', 'qtpy', 'magicgui', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6'):\n"
+            "            raise ImportError('blocked: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import napari_attnseg.interactive, napari_attnseg.interactive.simulate\n"
+            "import napari_attnseg.commands._scribbles\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"  # no torch either
