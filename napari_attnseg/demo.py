@@ -57,6 +57,9 @@ def open_sample(viewer: Any, name: str = "ct_phantom") -> list[Any]:
 
         tuples = getattr(sample_data, name)()
     layers = [getattr(viewer, f"add_{kind}")(data, **kwargs) for data, kwargs, kind in tuples]
+    from ._napari.display import ensure_display
+
+    ensure_display(viewer)  # radiological display and orientation letters
     image_layer, gt_layer = layers
     image_layer.colormap = "gray"
     if name == "ct_phantom":

@@ -78,6 +78,13 @@ def read_layers(path: str | Sequence[str]) -> list[LayerDataTuple]:
             out.extend(read_one(p))
         except Exception as exc:  # noqa: BLE001 - no exception may escape a reader
             show_error(f"Could not open {error_text(p, exc)}")
+    if out:  # radiological (or $ATTNSEG_DISPLAY) display and orientation letters
+        try:
+            from .display import ensure_current_viewer_display
+
+            ensure_current_viewer_display()
+        except Exception:  # noqa: BLE001 - the layers still open; no exception escapes a reader
+            log.exception("could not set the display for %s", path)
     return out
 
 

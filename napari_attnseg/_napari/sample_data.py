@@ -10,6 +10,9 @@ LayerDataTuple = tuple[Any, dict[str, Any], str]
 
 
 def _pair(name: str, image, labels, image_kwargs: dict[str, Any]) -> list[LayerDataTuple]:
+    from .display import ensure_current_viewer_display
+
+    ensure_current_viewer_display()  # radiological display and orientation letters
     img = layer_data_tuple(image, name=name, layer_type="image")
     img[1].update(image_kwargs)
     lab = layer_data_tuple(labels, name=f"{name} ground truth", layer_type="labels")
@@ -42,4 +45,5 @@ def us_cine() -> list[LayerDataTuple]:
     out = _pair("us_cine", image, labels, {"colormap": "gray", "contrast_limits": (0, 255)})
     for _, kwargs, _ in out:
         kwargs["axis_labels"] = ("t", "y", "x")
+        kwargs["metadata"]["attnseg"]["world_axes"] = None  # (t, y, x): not patient space
     return out

@@ -338,6 +338,9 @@ class LoadWidget(QWidget):
 
         data, kwargs, kind = layer_data_tuple(vol, name=cfg.name)
         layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        from .._napari.display import ensure_display
+
+        ensure_display(self.viewer)  # radiological display and orientation letters
         self.last_volume = vol
         self.last_layers = [layer]
         self.summary_label.setText(format_summary(vol.geometry_summary(), dict(vol.header)))
