@@ -81,10 +81,13 @@ def test_shipped_models_declare_modality_and_anatomy_and_a_new_one_is_found(tmp_
     assert infos["hc18-ultrasound-2d"].anatomy == "fetal head"
     assert all(m.modality for m in infos.values())
     # a model added to the registry (here a user model) is chosen without any code change
-    _copy_model(SHIPPED_ROOT / "hc18-ultrasound-2d" / "1", tmp_path / "user" / "cardiac-mr" / "1",
-                name="cardiac-mr", modality="MR", anatomy="heart")
+    assert infos["acdc-cardiac-mr-2d"].modality == "MR" and infos["acdc-cardiac-mr-2d"].anatomy == "heart"
     c = choose_model("MR", "heart", registry=reg)
-    assert c.info is not None and c.info.name == "cardiac-mr"
+    assert c.info is not None and c.info.name == "acdc-cardiac-mr-2d"
+    _copy_model(SHIPPED_ROOT / "hc18-ultrasound-2d" / "1", tmp_path / "user" / "knee-mr" / "1",
+                name="knee-mr", modality="MR", anatomy="knee")
+    c = choose_model("MR", "knee", registry=reg)
+    assert c.info is not None and c.info.name == "knee-mr"
     # a config.json without "anatomy" (older models) still loads and is chosen by modality
     from napari_attnseg.model.checkpoint import read_spec
 
@@ -128,7 +131,8 @@ def test_predict_without_model_follows_the_rule(tmp_path, capsys):
     assert rc == 0
     assert json.loads((tmp_path / "c.json").read_text())["geometry"]["spacing_mm"] == [0.5, 0.5]
     rc = main(["predict", str(img), "-o", str(tmp_path / "d.nii.gz"), "-q", "--modality", "MR"])
-    assert rc == 2 and "no MR model installed" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the file name says fetal head: the shipped cardiac MR model is not used
+    assert rc == 2 and "no MR model for the fetal head installed" in err and "acdc-cardiac-mr-2d" in err
     # --spacing is refused for files with a spacing of their own
     nib = pytest.importorskip("nibabel")
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.float32), np.eye(4)), str(tmp_path / "s.nii"))
