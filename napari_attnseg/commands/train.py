@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, provenance=provenance)
         folders = []
         if args.name:
-            entry = ModelRegistry().add_version(args.name, network, spec)
+            entry = ModelRegistry().add_version(args.name, network, spec, activate=True)  # a new training run is what the name means
             folders.append(entry.path)
             spec = dataclasses.replace(spec, version=entry.version)
             print(f"registered {entry.ref} at {entry.path}")
