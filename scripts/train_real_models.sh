@@ -34,7 +34,7 @@ acdc)
     # 64 training patients (x2 phases); 10 % of them (6 patients) validate for model selection.
     "$ATTNSEG" train "$WORK/acdc_train" -o "$WORK/acdc-cardiac-mr-2d" --checkpoint-dir "$WORK/acdc.ckpt" $RES \
         --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 224 224 --batch-size 8 \
-        --epochs 32 --steps-per-epoch 250 --max-seconds 6600 --val-fraction 0.1 --patience 0 \
+        --epochs ${ACDC_EPOCHS:-18} --steps-per-epoch 250 --max-seconds ${ACDC_SECONDS:-8400} --val-fraction 0.1 --patience 0 \
         --seed 0 --threads 2 -q
     ;;
 chaos)
