@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# With several Qt bindings installed pytest-qt guesses PySide6 > PyQt6 > PyQt5 (and qtpy then
+# follows the binding already imported): let qtpy's QT_API pick one for both, PyQt5 by default.
+os.environ.setdefault("PYTEST_QT_API", os.environ.get("QT_API", "pyqt5").lower())
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ATTNSEG_DATA", ROOT.parent / "shared" / "data"))

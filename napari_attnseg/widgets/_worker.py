@@ -11,15 +11,17 @@ Usage in a widget (GUI thread)::
 The job is a generator yielding :class:`~napari_attnseg._progress.Progress` and returning its
 result. Cancel sets a flag checked between yields, then closes the generator, so cancelled work
 stops within one unit (one batch, one slice) and ``on_result`` is never called: no partial
-layer appears. Errors are shown as a napari notification (the message, never a traceback in the
-user's face) and passed to ``on_error``. Workers never touch layers or widgets: ``on_result`` and
-``on_progress`` run on the GUI thread (Qt signals).
+layer appears. Whatever the job raises (``BaseException`` included) comes back as a value, never
+as an exception escaping into the thread worker (superqt swallows a ``RuntimeError`` there and
+the run would never end), so every threaded run ends: panel reset, ``running`` False,
+``on_finished`` called. Errors are shown once as a napari notification (the message, never a
+traceback in the user's face; the traceback goes to the log) and passed to ``on_error``. Workers
+never touch layers or widgets: ``on_result`` and ``on_progress`` run on the GUI thread.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import queue
 import threading
@@ -27,13 +29,13 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-import numpy as np
 from qtpy.QtWidgets import (
     QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
 )
 
 from .._progress import Progress
 from ..errors import AttnsegError
+from ._results import upsert_layer, warm_layer_machinery  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -45,46 +47,26 @@ CANCELLED = object()
 PROGRESS_INTERVAL_S = 0.25
 
 
+def _describe(exc: BaseException) -> str:
+    """One line for the user: the message (the type too for unexpected errors); out of memory
+    (``MemoryError``, torch's ``OutOfMemoryError``) says so and what to try."""
+    text = str(exc).strip()
+    if isinstance(exc, MemoryError) or \
+            any(c.__name__ == "OutOfMemoryError" for c in type(exc).__mro__):
+        return (f"out of memory{': ' + text if text else ''}. Try smaller settings (window, "
+                "batch, patch, workers) or the CPU device")
+    if isinstance(exc, (AttnsegError, ValueError, FileNotFoundError)) and text:
+        return text
+    return f"unexpected {type(exc).__name__}{': ' + text if text else ''}"
+
+
 def notify_error(exc: BaseException, context: str = "") -> None:
     """Show an error to the user as a napari notification (message only; traceback in the log)."""
     from napari.utils.notifications import show_error
 
-    prefix = f"{context}: " if context else ""
-    if isinstance(exc, (AttnsegError, ValueError, FileNotFoundError, MemoryError)):
-        text = f"{prefix}{exc}"
-    else:
-        text = f"{prefix}unexpected {type(exc).__name__}: {exc}"
+    text = f"{context}: {_describe(exc)}" if context else _describe(exc)
     logger.error("%s", text, exc_info=(type(exc), exc, exc.__traceback__))
     show_error(text)
-
-
-#: Modules napari and vispy import on first use when the first Labels / Image layer is added:
-#: pandas (layer features), skimage.color (the labels colormap), scipy.linalg (transforms) and
-#: the vispy layer/overlay visuals. Importing them on the GUI thread stalls it ~0.35 s once.
-_LAYER_MODULES = (
-    "pandas", "skimage.color", "scipy.linalg", "napari._vispy.layers.labels",
-    "napari._vispy.layers.image", "napari._vispy.overlays.labels_polygon",
-    "vispy.visuals.line.dash_atlas",
-)
-
-
-@functools.cache
-def warm_layer_machinery() -> None:
-    """Do, once per process and off the GUI thread, what napari otherwise does on the GUI
-    thread when a worker's first result layer is added: import the modules above and fill
-    vispy's dash-pattern cache (every Labels layer's polygon overlay builds a ``DashAtlas``;
-    its 13 patterns cost ~0.1 s the first time and are cached by vispy). Pure Python/numpy, no
-    OpenGL; safe in a worker thread. Failures are logged and ignored: this only saves time."""
-    t0 = time.perf_counter()
-    try:
-        for name in _LAYER_MODULES:
-            importlib.import_module(name)
-        from vispy.visuals.line.dash_atlas import DashAtlas
-
-        DashAtlas()
-    except Exception as exc:  # an optional speed-up; napari does the same work later anyway
-        logger.debug("warming napari's layer machinery failed: %s", exc)
-    logger.debug("napari layer machinery warmed in %.0f ms", (time.perf_counter() - t0) * 1e3)
 
 
 class ProgressPanel(QWidget):
@@ -121,8 +103,24 @@ class ProgressPanel(QWidget):
         self.status.setText(text)
 
 
+class _Failed:
+    """Returned (not raised) by the worker's generator when the job raised: superqt takes a
+    ``RuntimeError`` escaping a generator for "worker deleted" and emits neither ``errored`` nor
+    ``finished`` (issue 16). Not an Exception itself: superqt would treat it the same way."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+#: How often a lockstep job waiting for its report to be handled checks for cancellation.
+_ACK_POLL_S = 0.05
+
+
 class JobRunner:
-    """Runs one job at a time in a napari thread worker; see the module docstring."""
+    """Runs one job at a time in a napari thread worker; see the module docstring. A
+    ``KeyboardInterrupt`` raised by the job counts as a cancellation (with a notification)."""
 
     def __init__(
         self,
@@ -144,6 +142,7 @@ class JobRunner:
         self.context = context
         self._cancel = threading.Event()
         self.worker = None
+        self._active = False  #: from start() until the finished signal has been handled
         self.cancelled = False
         self.error: BaseException | None = None
         self.result: Any = None
@@ -154,10 +153,12 @@ class JobRunner:
     # -- the body, run in the worker thread
     def _drive(self, events: queue.SimpleQueue, ack: threading.Semaphore | None) -> None:
         """Run the job itself (on the compute thread, see ``napari_attnseg._compute``) and
-        pass its progress, result or error to :meth:`_body` through ``events``; with ``ack``,
-        wait after each progress report until it has been handled (lockstep)."""
-        job = self._factory()
+        pass its progress, result or error to :meth:`_relay` through ``events``; with ``ack``,
+        wait after each progress report until it has been handled (lockstep). Always ends
+        with one "done" or "error" event, whatever the job (or its factory) raises."""
+        job = None
         try:
+            job = self._factory()
             while True:
                 if self._cancel.is_set():
                     events.put(("done", CANCELLED))
@@ -169,17 +170,23 @@ class JobRunner:
                     events.put(("done", stop.value))
                     return
                 events.put(("progress", p))
-                if ack is not None:
-                    ack.acquire()
-        except BaseException as exc:  # re-raised by _body in the caller's thread
+                # the relay may stop without handling the report: then go on to the cancel check
+                while ack is not None and not ack.acquire(timeout=_ACK_POLL_S):
+                    if self._cancel.is_set():
+                        break
+        except BaseException as exc:  # handed back as a value by _body, in the caller's thread
             events.put(("error", exc))
         finally:
-            job.close()
+            if job is not None and hasattr(job, "close"):
+                try:
+                    job.close()
+                except BaseException:  # the run has ended already: only worth a log line
+                    logger.warning("%s: closing the job raised", self.context, exc_info=True)
 
-    def _body(self, lockstep: bool = False) -> Generator[Progress, None, Any]:
+    def _relay(self, lockstep: bool) -> Generator[Progress, None, Any]:
         """Relay the job's progress: the job runs on the process's compute thread (one OpenMP
         team for all torch work: much faster on few cores), this generator in the napari
-        worker (or the caller's thread for :meth:`run_sync`).
+        worker (or the caller's thread for :meth:`run_sync`). Re-raises the job's exception.
 
         Threaded, the job never waits for the display and updates within one stage are shown
         at most every :data:`PROGRESS_INTERVAL_S` (each repaints widgets on the GUI thread,
@@ -191,9 +198,10 @@ class JobRunner:
 
         events: queue.SimpleQueue = queue.SimpleQueue()
         ack = threading.Semaphore(0) if lockstep else None
-        compute_thread().submit(self._drive, events, ack)
         kind, pending, last_shown, last_stage = "", None, 0.0, None
         try:
+            future = compute_thread().submit(self._drive, events, ack)
+            future.add_done_callback(functools.partial(_report_lost, events))
             while True:
                 try:
                     kind, value = events.get(timeout=PROGRESS_INTERVAL_S if pending else None)
@@ -224,24 +232,51 @@ class JobRunner:
             if kind not in ("done", "error"):  # closed early: stop the job at its next step
                 self._cancel.set()
 
+    def _body(self, lockstep: bool = False) -> Generator[Progress, None, Any]:
+        """The worker's generator: :meth:`_relay`, whose exceptions (any ``BaseException``:
+        ``RuntimeError``, ``MemoryError``, CUDA out of memory, ``KeyboardInterrupt``...) are
+        *returned* as :class:`_Failed` instead of escaping into the thread worker."""
+        try:
+            return (yield from self._relay(lockstep))
+        except GeneratorExit:  # closed by its consumer: a generator must not go on
+            raise
+        except BaseException as exc:
+            return _Failed(exc)
+
     def run_sync(self) -> Any:
         """Run the same body synchronously (tests, scripts): every progress report is handled
-        before the job goes on; returns the result or CANCELLED."""
-        gen = self._body(lockstep=True)
+        before the job goes on; returns the result (after ``on_result``) or CANCELLED.
+
+        Unlike a threaded run, a failure is *raised* (the job's own exception, traceback
+        intact) and not reported: scripts and tests fail loudly, and a widget that runs a job
+        synchronously catches it and reports it with ``_errored``. The job has
+        stopped when this returns or raises; ``on_finished`` is not called."""
         self.synchronous = True
+        self.cancelled, self.error = False, None
+        self._t0 = time.perf_counter()
+        gen = self._body(lockstep=True)
         try:
             while True:
-                p = next(gen)
+                try:
+                    p = next(gen)
+                except StopIteration as stop:
+                    value = stop.value
+                    break
                 self._progress(p)
-        except StopIteration as stop:
-            self._returned(stop.value)
-            return stop.value
+            if isinstance(value, _Failed):
+                self.elapsed_s = time.perf_counter() - self._t0
+                self.error = value.exc
+                raise value.exc
+            self._returned(value)
+            return value
         finally:
+            gen.close()  # a handler that raised: stops the job (see _relay)
             self.synchronous = False
 
     @property
     def running(self) -> bool:
-        return self.worker is not None and self.worker.is_running
+        """True from :meth:`start` until the run's end has been handled on the GUI thread."""
+        return self._active or (self.worker is not None and self.worker.is_running)
 
     def start(self) -> Any:
         """Start in a napari thread worker; returns the worker."""
@@ -256,12 +291,13 @@ class JobRunner:
         worker = GeneratorWorker(self._body)
         worker.yielded.connect(self._progress)
         worker.returned.connect(self._returned)
-        worker.errored.connect(self._errored)
+        worker.errored.connect(self._errored)  # raised outside the generator (should not happen)
         worker.finished.connect(self._finished)
         if self.panel is not None:
             self.panel.set_running(True)
             self.panel.cancel_button.clicked.connect(self.cancel)
         self.worker = worker
+        self._active = True
         worker.start()
         return worker
 
@@ -280,6 +316,12 @@ class JobRunner:
 
     def _returned(self, value: Any) -> None:
         self.elapsed_s = time.perf_counter() - self._t0 if self._t0 else 0.0
+        if isinstance(value, _Failed):
+            if isinstance(value.exc, KeyboardInterrupt):
+                self._interrupted(value.exc)
+            else:
+                self._errored(value.exc)
+            return
         if value is CANCELLED:
             self.cancelled = True
             if self.panel is not None:
@@ -292,59 +334,46 @@ class JobRunner:
             except Exception as exc:  # a bug in showing results must still reach the user
                 self._errored(exc)
 
+    def _interrupted(self, exc: BaseException) -> None:
+        """The job raised KeyboardInterrupt: a cancellation not asked for with Cancel."""
+        from napari.utils.notifications import show_info
+
+        self.cancelled = True
+        logger.warning("%s: interrupted", self.context, exc_info=(type(exc), exc,
+                                                                   exc.__traceback__))
+        if self.panel is not None:
+            self.panel.status.setText("Cancelled (interrupted).")
+        show_info(f"{self.context + ': ' if self.context else ''}interrupted; the run was "
+                  "cancelled")
+
     def _errored(self, exc: BaseException) -> None:
         self.error = exc
         if self.panel is not None:
-            self.panel.status.setText(f"Failed: {exc}")
+            self.panel.status.setText(f"Failed: {_describe(exc)}")
         notify_error(exc, self.context)
         if self.on_error is not None:
-            self.on_error(exc)
+            try:
+                self.on_error(exc)
+            except Exception:  # the failure itself has been shown; this is a second bug
+                logger.exception("%s: the on_error handler raised", self.context or "job")
 
     def _finished(self) -> None:
-        if self.panel is not None:
-            self.panel.set_running(False)
-            try:
+        self._active = False
+        try:
+            if self.panel is not None:
+                self.panel.set_running(False)
                 self.panel.cancel_button.clicked.disconnect(self.cancel)
-            except (TypeError, RuntimeError):
-                pass
+        except (TypeError, RuntimeError):  # not connected, or the panel's widget was closed
+            pass
         if self.on_finished is not None:
             self.on_finished()
 
 
-def _same_geometry(layer: Any, key: str, value: Any) -> bool:
-    """Whether ``layer.<key>`` (scale / translate / affine) already equals ``value``."""
-    try:
-        current = layer.affine.affine_matrix if key == "affine" else getattr(layer, key)
-        if key == "affine" and hasattr(value, "affine_matrix"):
-            value = value.affine_matrix
-        cur = np.asarray(current, dtype=float)
-        new = np.asarray(value, dtype=float)
-    except (TypeError, ValueError, AttributeError):
-        return False
-    return cur.shape == new.shape and bool(np.allclose(cur, new, rtol=0.0, atol=1e-12))
-
-
-def upsert_layer(viewer: Any, data: Any, kwargs: dict, layer_type: str) -> Any:
-    """Update the layer named ``kwargs['name']`` in place when it exists with the same type and
-    shape (results re-run in place), else add a new one. Returns the layer."""
-    name = kwargs["name"]
-    existing = viewer.layers[name] if name in viewer.layers else None
-    if existing is not None and type(existing).__name__.lower() == layer_type.lower() and \
-            tuple(existing.data.shape) == tuple(data.shape):
-        existing.data = data
-        for key in ("scale", "translate", "affine"):
-            if key in kwargs and not _same_geometry(existing, key, kwargs[key]):
-                setattr(existing, key, kwargs[key])  # ~50 ms each in napari: only when changed
-        for key, value in kwargs.get("metadata", {}).items():
-            old = existing.metadata.get(key)
-            if isinstance(old, dict) and isinstance(value, dict):
-                merged = dict(old)  # keep what others added (e.g. reviewed slices)
-                merged.update(value)
-                existing.metadata[key] = merged
-            else:
-                existing.metadata[key] = value
-        return existing
-    if existing is not None:
-        viewer.layers.remove(existing)
-    add = getattr(viewer, f"add_{layer_type.lower()}")
-    return add(data, **kwargs)
+def _report_lost(events: queue.SimpleQueue, future: Any) -> None:
+    """Done-callback of the compute thread's future: ``_drive`` reports every outcome itself;
+    this ends the relay if it never ran (compute thread shut down) or failed outside its own
+    handler. An event put after the relay returned is never read."""
+    if future.cancelled():
+        events.put(("error", RuntimeError("the compute thread stopped before the job ran")))
+    elif future.exception() is not None:
+        events.put(("error", future.exception()))

@@ -69,6 +69,17 @@ def class_probabilities(layer: Any, spatial_shape: tuple[int, ...]) -> np.ndarra
     return arr
 
 
+def _drop_broken_pool(exc: BaseException) -> None:
+    """A CRF worker process died (e.g. killed for memory): the shared slice pool is unusable
+    for good (``BrokenProcessPool``), so drop it and let the next run start a fresh one."""
+    from concurrent.futures import BrokenExecutor
+
+    if isinstance(exc, BrokenExecutor):
+        from ..crf import shutdown_pool
+
+        shutdown_pool()
+
+
 def preview_job(cfg: RefineConfig) -> Job[tuple[Any, int]]:
     """Refine one z slice in 2D (the whole image when it is 2D); the boundary band, when set,
     applies within the slice (so a small object previews faster)."""
@@ -280,7 +291,8 @@ class RefineWidget(QWidget):
         if self.runner is not None and self.runner.running:
             notify_error(RuntimeError("a CRF job is already running"), context)
             return None
-        self.runner = JobRunner(factory, self.progress, on_result=on_result, context=context)
+        self.runner = JobRunner(factory, self.progress, on_result=on_result, context=context,
+                                on_error=_drop_broken_pool)
         return self.runner.run_sync() if sync else self.runner.start()
 
     def _snapshot(self, context: str, **kw: Any) -> RefineConfig | None:
