@@ -21,8 +21,24 @@ and the later ones synchronously, so that ratio mixes both effects; the core mod
 the first-call cost. The scan is the bundled CT phantom resampled to
 128 x 256 x 256 (the issue's 256 x 256 x 128 volume); the model is the registry default.
 
+``--first-open`` measures instead the first real scan opened in a fresh viewer (default the
+spleen CT of ``../shared/data``; ``--scan``/``--mask`` to change), each in fresh processes:
+
+* ``plain``: plain napari, no plugin widget: the stall of napari's own first layer (the volume
+  read before timing, then ``viewer.add_image``, until it is drawn);
+* ``docked``: every plugin widget docked (as ``attnseg-demo`` docks them), the plugin left to
+  settle, then the scan opened through the Load widget (list, Open) and left until the Segment
+  widget has chosen a model, planned and warmed up; then every job button clicked in turn
+  (Segment: preview, volume; Refine: volume; Compare: recompute against the mask; Baselines:
+  run; Fine-tune: train, then cancel), each timed from the click until control is back in the
+  event loop, and the longest event-loop gap in the second after it;
+* ``docked-now``: the same, with the scan opened right after docking (no settling).
+
+The stall is the longest gap between ticks of a 10 ms QTimer on the GUI thread from the open
+until 2 s after the layer is shown. Targets: docked <= 1.5x plain; every click < 100 ms.
+
 Run under a display: ``xvfb-run -a .venv/bin/python benchmarks/bench_viewer.py``
-(or with ``QT_QPA_PLATFORM=offscreen``).
+(or with ``QT_QPA_PLATFORM=offscreen``); ``--first-open --repeat 3`` for the first-open figures.
 """
 
 from __future__ import annotations
@@ -189,9 +205,198 @@ def child_volume(threads: int) -> dict:
     return out
 
 
+class _Probe:
+    """A 10 ms QTimer on the GUI thread; gaps between its ticks are the stalls."""
+
+    def __init__(self):
+        from qtpy.QtCore import QTimer
+
+        self.stamps: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(lambda: self.stamps.append(time.perf_counter()))
+
+    def start(self):
+        self.stamps.clear()
+        self.timer.start()
+        return self
+
+    def longest(self, start: float = 0.0, end: float = float("inf")) -> float:
+        """Longest gap (ms) between ticks in [start, end] (a gap starting before ``start``
+        counts from ``start``)."""
+        import numpy as np
+
+        inside = [t for t in self.stamps if start < t <= end]
+        after = [t for t in self.stamps if t > end][:1]  # the gap that spans the end counts
+        s = np.asarray([start] + inside + after)
+        return float(np.diff(s).max() * 1e3) if s.size > 1 else float("nan")
+
+
+def _first_open_scan(args):
+    scan = Path(args.scan) if args.scan else ROOT.parent / "shared" / "data" / "ct_spleen" / "image.nii.gz"
+    mask = Path(args.mask) if args.mask else scan.with_name("spleen_mask.nii.gz")
+    if not scan.exists():
+        raise SystemExit(f"{scan} is absent: give --scan PATH (and --mask PATH)")
+    return scan, (mask if mask.exists() else None)
+
+
+def child_first_open_plain(args) -> dict:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_attnseg._napari.layers import layer_data_tuple
+    from napari_attnseg.io import read_volume
+
+    scan, _ = _first_open_scan(args)
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    _pump(app, 1.5)
+    data, kwargs, kind = layer_data_tuple(read_volume(scan), name="scan")
+    probe = _Probe().start()
+    _pump(app, 0.3)
+    t0 = time.perf_counter()
+    getattr(viewer, f"add_{kind}")(data, **kwargs)
+    added = time.perf_counter()
+    _pump(app, 2.0)
+    probe.timer.stop()
+    viewer.close()
+    return {"stall_ms": probe.longest(t0), "add_ms": (added - t0) * 1e3}
+
+
+def _click(app, probe, button, wait=None, timeout=120.0) -> dict:
+    """Click, time until control is back in the event loop; the longest gap in the next second
+    (or until ``wait()`` holds, if longer)."""
+    t0 = time.perf_counter()
+    button.click()
+    back = time.perf_counter()
+    _pump(app, 1.0)
+    if wait is not None:
+        _wait(app, wait, timeout)
+    return {"click_ms": (back - t0) * 1e3, "stall_after_ms": probe.longest(back, back + 1.0)}
+
+
+def child_first_open_docked(args, settle: bool) -> dict:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_attnseg import demo
+    from napari_attnseg.widgets import _segment_jobs
+
+    scan, mask = _first_open_scan(args)
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    _pump(app, 1.5)
+    probe = _Probe().start()
+    t_dock = time.perf_counter()
+    w = demo.dock_widgets(viewer)
+    dock_ms = (time.perf_counter() - t_dock) * 1e3
+    out = {"dock_ms": dock_ms}
+    if settle:
+        _wait(app, lambda: bool(_segment_jobs._prepared)
+              and all(f.done() for f in _segment_jobs._prepared))
+        _pump(app, 1.0)
+        out["settling_stall_ms"] = probe.longest(t_dock)
+    load, seg = w["LoadWidget"], w["SegmentWidget"]
+    t0 = time.perf_counter()
+    load.set_path(scan)
+    _wait(app, load.open_button.isEnabled)
+    t_open = time.perf_counter()
+    load.open_button.click()
+    name = load.config().name
+    _wait(app, lambda: name in viewer.layers)
+    shown = time.perf_counter()
+    _wait(app, lambda: not seg.info_pending and seg._warm_worker is None
+          and (seg.model_folder() is None or seg._warm_key is not None))
+    ready = time.perf_counter()
+    _pump(app, 2.0)
+    out.update(stall_ms=probe.longest(t0, ready + 2.0), open_to_layer_s=shown - t_open,
+               list_s=t_open - t0, open_to_ready_s=ready - t_open,
+               info=seg.info_label.text()[:160], model=str(seg.model_folder()))
+    clicks = {}
+    if seg.model_folder() is None:  # a real scan with no fitting model: try the demo model
+        from napari_attnseg.model.choose import choose_model
+
+        seg.set_model_folder(choose_model("CT", "phantom").path)
+        _wait(app, lambda: not seg.info_pending and seg._warm_worker is None)
+        _pump(app, 1.0)
+    clicks["segment: preview"] = _click(app, probe, seg.preview_button,
+                                        lambda: not (seg.runner and seg.runner.running))
+    clicks["segment: volume"] = _click(app, probe, seg.run_button,
+                                       lambda: not seg.runner.running and not seg._pending_layers)
+    refine = w["RefineWidget"]
+    refine.source_combo.setCurrentText(f"{name} [attnseg] probabilities")
+    refine.image_combo.setCurrentText(name)
+    clicks["refine: volume"] = _click(app, probe, refine.refine_button,
+                                      lambda: not (refine.runner and refine.runner.running))
+    if mask is not None:
+        gt = viewer.open(mask, plugin="napari-attnseg")[0]
+        _pump(app, 1.0)
+        compare = w["CompareWidget"]
+        compare.gt_combo.setCurrentText(gt.name)
+        compare.set_candidates([f"{name} [attnseg]"])
+        clicks["compare: recompute"] = _click(
+            app, probe, compare.recompute_button,
+            lambda: not (compare.runner and compare.runner.running))
+    base = w["BaselinesWidget"]
+    base.image_combo.setCurrentText(name)
+    clicks["baselines: run"] = _click(app, probe, base.run_button,
+                                      lambda: not (base.runner and base.runner.running))
+    tune = w["FinetuneWidget"]
+    tune.image_combo.setCurrentText(name)
+    tune.labels_combo.setCurrentText(f"{name} [attnseg]")
+    tune.mark_button.click()  # the shown slice counts as reviewed
+    clicks["fine-tune: train"] = _click(app, probe, tune.train_button)
+    if tune.runner is not None and tune.runner.running:
+        tune.runner.cancel()
+        _wait(app, lambda: not tune.runner.running, 300)
+    probe.timer.stop()
+    out["clicks"] = clicks
+    viewer.close()
+    return out
+
+
+def _first_open(args) -> None:
+    import platform
+    import subprocess as sp
+
+    scan, _ = _first_open_scan(args)
+    cpu = sp.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True)
+    print(f"first scan opened: {scan} ({args.repeat} fresh processes per mode); "
+          f"{cpu.stdout.strip()}; {platform.python_version()}")
+    res: dict[str, list] = {"plain": [], "docked": [], "docked-now": []}
+    for _ in range(args.repeat):
+        for mode in res:
+            res[mode].append(_run_child(f"first-open-{mode}", args))
+    plain = statistics.median(r["stall_ms"] for r in res["plain"])
+    print(f"plain napari, first layer: stall {plain:.0f} ms (median; runs "
+          f"{[round(r['stall_ms']) for r in res['plain']]})")
+    for mode in ("docked", "docked-now"):
+        stalls = [r["stall_ms"] for r in res[mode]]
+        med = statistics.median(stalls)
+        extra = (f"; settling after docking: {[round(r['settling_stall_ms']) for r in res[mode]]} ms"
+                 if mode == "docked" else "")
+        print(f"{mode}: stall {med:.0f} ms (runs {[round(x) for x in stalls]}); "
+              f"{med / plain:.2f}x plain (target <= 1.5x); open click to layer "
+              f"{statistics.median(r['open_to_layer_s'] for r in res[mode]):.2f} s, to model "
+              f"chosen and warm {statistics.median(r['open_to_ready_s'] for r in res[mode]):.2f} s"
+              f"{extra}")
+    print(f"  info line: {res['docked'][-1]['info']}")
+    names = list(res["docked"][0]["clicks"])
+    for n in names:
+        runs = [r["clicks"][n] for m in ("docked", "docked-now") for r in res[m] if n in r["clicks"]]
+        worst = max(c["click_ms"] for c in runs)
+        print(f"  click {n}: back in the event loop after {worst:.1f} ms (worst of {len(runs)}); "
+              f"longest gap in the next second "
+              f"{statistics.median(c['stall_after_ms'] for c in runs):.0f} ms (median)")
+
+
 def _run_child(mode: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--threads", str(args.threads),
            "--rounds", str(args.rounds)]
+    if getattr(args, "scan", None):
+        cmd += ["--scan", args.scan]
+    if getattr(args, "mask", None):
+        cmd += ["--mask", args.mask]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     for line in res.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -205,10 +410,22 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8, help="steady-state previews")
     ap.add_argument("--repeat", type=int, default=3, help="fresh processes per mode")
     ap.add_argument("--child", choices=["core-cold", "core-warm", "preview-cold", "preview-warm",
-                                        "volume"])
+                                        "volume", "first-open-plain", "first-open-docked",
+                                        "first-open-docked-now"])
+    ap.add_argument("--first-open", action="store_true",
+                    help="the first real scan opened with every widget docked vs plain napari")
+    ap.add_argument("--scan", help="--first-open: the scan (default: ../shared/data/ct_spleen)")
+    ap.add_argument("--mask", help="--first-open: its ground truth (for Compare)")
     args = ap.parse_args()
+    if args.first_open and not args.child:
+        _first_open(args)
+        return
     if args.child:
-        if args.child == "volume":
+        if args.child == "first-open-plain":
+            result = child_first_open_plain(args)
+        elif args.child.startswith("first-open-docked"):
+            result = child_first_open_docked(args, settle=args.child == "first-open-docked")
+        elif args.child == "volume":
             result = child_volume(args.threads)
         elif args.child.startswith("core"):
             result = child_core(args.child == "core-warm", args.threads, args.rounds)

@@ -134,3 +134,39 @@ class IntensityCache:
         if key not in self._entry:
             self.put(key, predictor.intensity_for(model, req.volume, cfg))
         return self._entry[key]
+
+
+_prepared: list = []
+
+
+def _warm_units() -> None:
+    """Build pint's unit registry, which napari creates lazily inside the first layer's
+    constructor on the GUI thread (~1 s of pure Python the first time, then cached)."""
+    try:
+        from napari.utils._units import get_unit_registry
+
+        get_unit_registry().Unit("mm")
+    except Exception as exc:  # an optional speed-up (a private napari helper)
+        logger.debug("pint's registry not warmed: %s", exc)
+
+
+def prepare_in_background() -> None:
+    """Once per process, as soon as the widget exists: import torch and the inference code, and
+    napari's first-layer modules (:func:`~._results.warm_layer_machinery`), on the compute
+    thread, queued behind real work. Nothing waits for it; it only moves these one-time costs
+    (torch: seconds on a small machine) away from the moment the first scan is opened, when
+    the info line and the warm-up would otherwise pay them while napari draws the new layer."""
+    if _prepared:
+        return
+    from ._results import warm_layer_machinery
+
+    def job() -> None:
+        warm_layer_machinery()
+        _warm_units()
+        try:
+            from ..inference import predictor  # noqa: F401 (torch)
+            from ..model import checkpoint  # noqa: F401
+        except ImportError as exc:  # reported properly when a model is used
+            logger.debug("inference code not importable yet: %s", exc)
+
+    _prepared.append(compute_thread().submit_background(job))

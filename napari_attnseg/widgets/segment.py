@@ -39,7 +39,8 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, Q
 from .._napari.layers import layer_to_volume
 from ._segment_model import (BROWSE, MODALITY_CHOICES, NO_MODEL_TEXT, ModelCache,  # noqa: F401
                              ModelPicker, SegmentOptions, image_facts, model_note, plan_info)
-from ._segment_jobs import IntensityCache, WarmUp, background, segment_job
+from ._segment_jobs import (IntensityCache, WarmUp, background, prepare_in_background,
+                            segment_job)
 from ._segment_results import (_Merged, _PreviewBase, foreground_probability,  # noqa: F401
                                preview_base, target_name, write_result)
 from ._worker import JobRunner, ProgressPanel, notify_error, warm_layer_machinery
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 PREVIEW_SYNC_S = 0.1  #: previews faster than this run on the GUI thread
 INFO_DELAY_MS = 30  #: the info line's plan waits this long for more changes (debounce)
+PREPARE_DELAY_MS = 500  #: the background imports start this long after the widget is made
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ class SegmentWidget(QWidget):
         self.preview_button.clicked.connect(self.preview_slice)
         self.run_button.clicked.connect(self.segment_volume)
         self.update_info()
+        # torch and napari's layer modules, before the first scan (once the docking is done)
+        QTimer.singleShot(PREPARE_DELAY_MS, prepare_in_background)
 
     # ------------------------------------------------------------------ choices
     def refresh_images(self, *_: Any) -> None:
@@ -395,7 +399,9 @@ class SegmentWidget(QWidget):
         super().closeEvent(event)
 
     def preview_slice(self, *_: Any) -> Any:
-        """Segment the current slice: synchronously when previews are fast, else in a worker."""
+        """Segment the current slice: synchronously when previews are fast and the result
+        layers exist (updated in place), else in a worker (creating a layer takes napari
+        ~100 ms on the GUI thread)."""
         try:
             index = self.current_slice_index()
         except Exception as exc:
@@ -404,7 +410,10 @@ class SegmentWidget(QWidget):
         runner = self.make_runner(slice_index=index)
         if runner is None:
             return None
-        if self._last_preview_s is not None and self._last_preview_s < PREVIEW_SYNC_S:
+        name = target_name(self.viewer, self.image_combo.currentText())
+        in_place = name in self.viewer.layers and f"{name} probabilities" in self.viewer.layers
+        fast = self._last_preview_s is not None and self._last_preview_s < PREVIEW_SYNC_S
+        if fast and in_place:
             try:
                 return runner.run_sync()
             except Exception as exc:  # reported like a worker error
