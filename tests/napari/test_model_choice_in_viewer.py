@@ -109,8 +109,9 @@ def _check_choice(w, layer, qtbot, modality):
     return choice, text
 
 
+# (shared_data first: it skips before a viewer is made when the data is absent)
 @pytest.mark.shared_data
-def test_hc18_image_preselects_the_ultrasound_model(make_napari_viewer, qtbot, shared_data):
+def test_hc18_image_preselects_the_ultrasound_model(shared_data, make_napari_viewer, qtbot):
     layer, w = _open_and_segment_widget(make_napari_viewer(), qtbot, shared_data / HC18_IMAGE)
     choice, text = _check_choice(w, layer, qtbot, "US")
     assert choice.info is not None and choice.info.name == "hc18-ultrasound-2d"
@@ -123,8 +124,8 @@ def test_hc18_image_preselects_the_ultrasound_model(make_napari_viewer, qtbot, s
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("case", ["t2star", "spleen"])
-def test_mr_and_ct_scans_get_the_right_model_or_a_plain_no(case, make_napari_viewer, qtbot,
-                                                           shared_data):
+def test_mr_and_ct_scans_get_the_right_model_or_a_plain_no(case, shared_data, make_napari_viewer,
+                                                           qtbot):
     rel, modality = REAL[case]
     layer, w = _open_and_segment_widget(make_napari_viewer(), qtbot, shared_data / rel)
     choice, text = _check_choice(w, layer, qtbot, modality)
@@ -144,7 +145,7 @@ def test_mr_and_ct_scans_get_the_right_model_or_a_plain_no(case, make_napari_vie
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("case", list(REAL))
-def test_predict_cli_follows_the_same_rule(case, tmp_path, capsys, shared_data):
+def test_predict_cli_follows_the_same_rule(case, shared_data, tmp_path, capsys):
     from napari_attnseg.cli import main
     from napari_attnseg.io import read_volume
 
