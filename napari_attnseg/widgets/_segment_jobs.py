@@ -8,12 +8,34 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .._compute import compute_thread
 from ._segment_results import foreground_probability
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """Everything a run needs, read on the GUI thread."""
+
+    image_name: str
+    volume: Any  # Volume
+    model_folder: Path
+    config: Any  # SegmentOptions
+    slice_index: int | None = None
+
+
+def alive(widget: Any) -> bool:
+    """False once Qt has deleted the widget (a worker may report after the viewer closed)."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return False
+    return True
 
 
 def background(job: Callable[[], Any], on_done: Callable[[Any], None]) -> Any:

@@ -141,6 +141,18 @@ class ModelCache:
             raise hit[2]
         return True, hit[1]
 
+    def check(self, folder: Path, volume: Any) -> None:
+        """The input checks with fix-it messages, here and now when they are cheap (the model
+        already loaded, e.g. by the info line; a remembered failed load raises); otherwise the
+        job does them first."""
+        import sys
+
+        known, model = self.cached(folder)
+        if known and "napari_attnseg.inference.predictor" in sys.modules:
+            from ..inference.predictor import as_volume
+
+            as_volume(model, volume)
+
     def load(self, folder: Path) -> Any:
         known, model = self.cached(folder)
         if known:

@@ -1,33 +1,25 @@
 """The Segment widget: pick an image and a model, see the window count and the device, then
 preview the current slice or segment the whole volume off the GUI thread.
 
-The model is preselected by the image's modality and anatomy with the same rule as
-``attnseg predict`` (:mod:`napari_attnseg.model.choose`); the info line says when the model
-does not fit ("model is CT, image looks MR") or when none fits ("no MR model installed").
-The *modality* row shows what the file says ("auto: MR (from the file name)") and lets the
-user set it.
+The model is preselected by the image's modality and anatomy with the rule ``attnseg predict``
+uses (:mod:`napari_attnseg.model.choose`); the info line says when the model does not fit
+("model is CT, image looks MR") or none fits ("no MR model installed"). The *modality* row shows
+what the file says ("auto: MR (file name)") and lets the user set it.
 
-Results (re-run in place, on the image's grid, with provenance in ``metadata["attnseg"]``):
-
-* Labels ``"<image> [attnseg]"`` (uint8/uint16 class indices);
-* Image ``"<image> [attnseg] probabilities"``: the foreground probability, shape (*spatial)
-  (class 1 for a two-class model, 1 - p(background) for more classes, so no extra channel
-  slider appears). For more than two classes every class, shape (C, *spatial), is kept in
-  memory in ``layer.metadata["attnseg"]["class_probabilities"]`` (``None`` for two classes),
-  which the Refine (CRF) widget uses when present.
-
-A labels layer the user has edited (painted on, or ``metadata["attnseg"]["edited"]`` set by the
-fine-tune tools) is never overwritten: the new result goes to ``"<image> [attnseg] (new)"``.
-Nothing heavy runs on the GUI thread: torch is imported, models are loaded and the info line's
-plan is computed on the compute thread (:mod:`napari_attnseg._compute`), relayed by workers.
+Results (re-run in place, on the image's grid, provenance in ``metadata["attnseg"]``): Labels
+``"<image> [attnseg]"`` and Image ``"<image> [attnseg] probabilities"`` (the foreground
+probability; with more than two classes every class is kept in
+``metadata["attnseg"]["class_probabilities"]`` for the CRF). An edited labels layer is never
+overwritten: the new result goes to ``"<image> [attnseg] (new)"``. Nothing heavy runs on the
+GUI thread: torch is imported, models are loaded and the plan is computed on the compute thread
+(:mod:`napari_attnseg._compute`); see :mod:`._segment_model`, :mod:`._segment_jobs`,
+:mod:`._segment_results`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +31,8 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, Q
 from .._napari.layers import layer_to_volume
 from ._segment_model import (BROWSE, MODALITY_CHOICES, NO_MODEL_TEXT, ModelCache,  # noqa: F401
                              ModelPicker, SegmentOptions, image_facts, model_note, plan_info)
-from ._segment_jobs import (IntensityCache, WarmUp, background, prepare_in_background,
-                            segment_job)
+from ._segment_jobs import (IntensityCache, SegmentRequest, WarmUp, alive, background,
+                            prepare_in_background, segment_job)
 from ._segment_results import (_Merged, _PreviewBase, foreground_probability,  # noqa: F401
                                preview_base, target_name, write_result)
 from ._worker import JobRunner, ProgressPanel, notify_error, warm_layer_machinery
@@ -50,26 +42,6 @@ logger = logging.getLogger(__name__)
 PREVIEW_SYNC_S = 0.1  #: previews faster than this run on the GUI thread
 INFO_DELAY_MS = 30  #: the info line's plan waits this long for more changes (debounce)
 PREPARE_DELAY_MS = 500  #: the background imports start this long after the widget is made
-
-
-@dataclass(frozen=True)
-class SegmentRequest:
-    """Everything a run needs, read on the GUI thread."""
-
-    image_name: str
-    volume: Any  # Volume
-    model_folder: Path
-    config: SegmentOptions
-    slice_index: int | None = None
-
-
-def _alive(widget: QWidget) -> bool:
-    """False once Qt has deleted the widget (a worker may report after the viewer closed)."""
-    try:
-        widget.objectName()
-    except RuntimeError:
-        return False
-    return True
 
 
 class SegmentWidget(QWidget):
@@ -286,7 +258,7 @@ class SegmentWidget(QWidget):
 
         def done(result: Any) -> None:
             self._info_worker = None
-            if not _alive(self.info_label):  # the widget was closed meanwhile
+            if not alive(self.info_label):  # the widget was closed meanwhile
                 return
             if generation != self._info_generation:
                 self._info_timer.start()  # something changed meanwhile: plan again
@@ -322,15 +294,6 @@ class SegmentWidget(QWidget):
             runner.start()
         return runner
 
-    def _check_now(self, req: SegmentRequest) -> None:
-        """The input checks with fix-it messages, before any thread, when they are cheap (the
-        model already loaded by the info line); otherwise the job does them first."""
-        known, model = self.models.cached(req.model_folder)  # a failed load raises here
-        if known and "napari_attnseg.inference.predictor" in sys.modules:
-            from ..inference.predictor import as_volume
-
-            as_volume(model, req.volume)
-
     def make_runner(self, slice_index: int | None = None) -> JobRunner | None:
         """The JobRunner for a whole-volume run (or a slice preview), not started."""
         if self.runner is not None and self.runner.running:
@@ -338,7 +301,7 @@ class SegmentWidget(QWidget):
             return None
         try:
             req = self.snapshot(slice_index)
-            self._check_now(req)
+            self.models.check(req.model_folder, req.volume)
         except Exception as exc:
             notify_error(exc, "Segment")
             return None
