@@ -62,7 +62,8 @@ def slice_job(req: Request) -> Job[dict]:
     res = correct_slice(req.probabilities[:, z], req.image[z], req.scribbles[z], req.spacing[-2:],
                         req.params, base_labels=req.base[z],
                         keep=None if req.keep is None else req.keep[z])
-    yield Progress(1, 1, "scribbles", f"Slice {z}: {res.n_changed} voxels changed")
+    yield Progress(1, 1, "scribbles", f"Slice {z}: {res.n_changed} voxels differ from before "
+                                      "its first stroke")
     return {z: res.labels}
 
 
