@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 #: Weight of the gated-CRF term when ``finetune --ignore-label`` is given without
-#: ``--pairwise-weight`` (see BENCHMARKS.md, scribble fine-tuning).
+#: ``--pairwise-weight``: best of 0 / 0.5 / 2 / 5 on the toy case of tests/core/test_sparse_losses.py
+#: (2 and more collapse to one class); on ACDC it helped a little but a short scribble-only
+#: fine-tune did not pay off (BENCHMARKS.md).
 DEFAULT_PAIRWISE_WEIGHT = 0.5
 
 
