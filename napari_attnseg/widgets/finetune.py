@@ -304,8 +304,11 @@ class FinetuneWidget(QWidget):
             labels = layer_to_volume(lab, np.array(lab.data))
             flags = tracker.reviewed_mask()
             reviewed = flags.copy() if labels.ndim == 3 else np.full(labels.shape, flags[0])
-            out.append(TrainingPair(image=layer_to_volume(img, np.array(img.data)),
-                                    labels=labels, reviewed=reviewed))
+            image = layer_to_volume(img, np.array(img.data))
+            from ..io.validate import require_same_grid
+
+            require_same_grid(labels, image, f"labels '{lab_name}'", f"image '{img_name}'")
+            out.append(TrainingPair(image=image, labels=labels, reviewed=reviewed))
         ref = self.model_combo.currentData()
         if not ref:
             raise ValueError("no base model: add one to the registry first")

@@ -256,6 +256,10 @@ class RefineWidget(QWidget):
         image = np.asarray(img_layer.data)
         vol = layer_to_volume(img_layer, image)
         data = np.asarray(src.data)
+        from ..io.validate import require_same_grid
+
+        if data.shape == image.shape:  # same shape: it must also lie on the image (shape mismatches: below)
+            require_same_grid(layer_to_volume(src, data), vol, f"layer '{src_name}'", f"image '{img_name}'")
         if type(src).__name__ == "Labels":
             if data.shape != image.shape:
                 raise ValueError(f"Labels '{src_name}' has shape {data.shape} but image "
