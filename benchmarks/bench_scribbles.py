@@ -270,9 +270,9 @@ def finetune_acdc(model_dir: str, seconds: float, lr: float, n_train: int, n_eva
     print(f"\n(a) ACDC fine-tune: base {model_dir} ({base.spec.provenance.get('epoch', '?')} epochs); "
           f"train patients {' '.join(train_p)} (both phases), held-out {' '.join(eval_p)}; "
           f"scribbles cover {100 * frac:.2f} % of the voxels; {seconds:.0f} s each, lr {lr}")
-    print("| labels | loss | steps | held-out Dice (pooled, foreground mean) |")
+    print("| labels | loss | steps (best epoch of 10 steps) | held-out Dice (pooled, foreground mean) |")
     print("|---|---|---|---|")
-    print(f"| none (base) | - | 0 | {before:.3f} |")
+    print(f"| none (base) | - | 0 | {before:.4f} |")
     runs = [("full masks", "Dice + CE", masks, {}),
             ("scribbles", "partial CE", scribbles, {"dice_weight": 0.0}),
             ("scribbles", f"partial CE + gated CRF ({pairwise})", scribbles,
@@ -288,7 +288,7 @@ def finetune_acdc(model_dir: str, seconds: float, lr: float, n_train: int, n_eva
         res = train(net, base.spec, pairs, pairs, cfg)
         net.load_state_dict(res.state_dict)
         after = evaluate_dice(net, eval_items, n_classes)
-        print(f"| {what} | {loss} | {res.steps} | {after:.3f} |")
+        print(f"| {what} | {loss} | {res.steps} ({res.best_epoch}) | {after:.4f} |")
 
 
 def carry(cases, params: ScribbleParams, every: int = 4, strokes: int = 5) -> None:
