@@ -214,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("screenshot saved to %s", args.screenshot)
         if args.quit:
             viewer.close()
+            # Qt6: closing a hidden window does not end the event loop; end it explicitly
+            from qtpy.QtWidgets import QApplication
+
+            app = QApplication.instance()
+            if app is not None:
+                QTimer.singleShot(0, app.quit)
 
     if args.segment:
         QTimer.singleShot(300, lambda: start_segment(docked, segmented) or segmented())
