@@ -67,9 +67,16 @@ def dice_ce_loss(logits: Tensor, target: Tensor, mask: Tensor | None = None, *, 
     onehot = F.one_hot(tgt, n_classes).movedim(-1, 1).to(probs.dtype) * m
     pm = probs * m
     dims = [0] + list(range(2, logits.ndim))
-    inter = (pm * onehot).sum(dims)
-    psum = pm.sum(dims)
-    tsum = onehot.sum(dims)
+    return combine_dice_ce(ce_sum, count, (pm * onehot).sum(dims), pm.sum(dims), onehot.sum(dims),
+                           ce_weight=ce_weight, dice_weight=dice_weight, smooth=smooth, distributed=distributed)
+
+
+def combine_dice_ce(ce_sum: Tensor, count: Tensor, inter: Tensor, psum: Tensor, tsum: Tensor, *,
+                    ce_weight: float, dice_weight: float, smooth: float, distributed: bool) -> Tensor:
+    """The loss from the batch statistics (CE sum, voxel count, per-class intersection,
+    prediction and target sums), summed over the process group with ``distributed``:
+    ``ce_weight * CE + dice_weight * (1 - mean foreground batch Dice)``."""
+    n_classes = inter.shape[0]
     stats = torch.cat([ce_sum.reshape(1), count.reshape(1), inter, psum, tsum])
     if distributed:
         stats = _all_reduce(stats)
@@ -78,8 +85,7 @@ def dice_ce_loss(logits: Tensor, target: Tensor, mask: Tensor | None = None, *, 
     ce = ce_sum / count.clamp_min(1.0)
     fg = slice(1, None) if n_classes > 1 else slice(None)
     dice = (2.0 * inter[fg] + smooth) / (psum[fg] + tsum[fg] + smooth)
-    dice_loss = 1.0 - dice.mean()
-    return ce_weight * ce + dice_weight * dice_loss
+    return ce_weight * ce + dice_weight * (1.0 - dice.mean())
 
 
 def partial_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ambiguity_bits", "encode_partial", "is_encoded", "marginal_dice_ce_loss", "unknown_mask"]
+__all__ = ["ambiguity_bits", "encode_partial", "marginal_dice_ce_loss", "unknown_mask"]
 
 
 def ambiguity_bits(known: Iterable[int], n_classes: int) -> int:
@@ -45,10 +45,6 @@ def encode_partial(labels: np.ndarray, known: Iterable[int] | None, n_classes: i
     return out
 
 
-def is_encoded(labels: np.ndarray | Tensor, n_classes: int) -> bool:
-    return bool((labels >= n_classes).any())
-
-
 def unknown_mask(labels: np.ndarray, n_classes: int, c: int) -> np.ndarray:
     """Voxels where class ``c`` is unknown (ambiguous voxels whose set holds ``c``)."""
     amb = labels >= n_classes
@@ -59,7 +55,7 @@ def unknown_mask(labels: np.ndarray, n_classes: int, c: int) -> np.ndarray:
 def marginal_dice_ce_loss(logits: Tensor, target: Tensor, mask: Tensor, *, ce_weight: float = 1.0,
                           dice_weight: float = 1.0, smooth: float = 1e-5, distributed: bool = False) -> Tensor:
     """Dice + marginal CE of ``logits`` (B, C, *S) against an encoded ``target`` (B, *S)."""
-    from .losses import _all_reduce
+    from .losses import combine_dice_ce
 
     n_classes = logits.shape[1]
     logits = logits.float()
@@ -84,15 +80,5 @@ def marginal_dice_ce_loss(logits: Tensor, target: Tensor, mask: Tensor, *, ce_we
     onehot = F.one_hot(sure, n_classes).movedim(-1, 1).to(probs.dtype) * (~amb).unsqueeze(1).to(probs.dtype)
     pm = probs * m
     dims = [0] + list(range(2, logits.ndim))
-    inter = (pm * onehot).sum(dims)
-    psum = pm.sum(dims)
-    tsum = (onehot * m).sum(dims)
-    stats = torch.cat([ce_sum.reshape(1), count.reshape(1), inter, psum, tsum])
-    if distributed:
-        stats = _all_reduce(stats)
-    ce_sum, count = stats[0], stats[1]
-    inter, psum, tsum = stats[2:].reshape(3, n_classes)
-    ce = ce_sum / count.clamp_min(1.0)
-    fg = slice(1, None) if n_classes > 1 else slice(None)
-    dice = (2.0 * inter[fg] + smooth) / (psum[fg] + tsum[fg] + smooth)
-    return ce_weight * ce + dice_weight * (1.0 - dice.mean())
+    return combine_dice_ce(ce_sum, count, (pm * onehot).sum(dims), pm.sum(dims), (onehot * m).sum(dims),
+                           ce_weight=ce_weight, dice_weight=dice_weight, smooth=smooth, distributed=distributed)
