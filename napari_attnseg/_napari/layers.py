@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,12 @@ def to_layer_order(volume: Volume) -> Volume:
         return volume
     header = dict(volume.header)
     header[STORAGE_AXES] = list(compose(_storage_axes(volume), perm))
+    return _permuted(volume, perm, header)
+
+
+def _permuted(volume: Volume, perm: Sequence[int], header: dict) -> Volume:
+    """``volume`` with its array axes permuted by ``perm`` (a view; spacing and direction
+    columns follow, the world geometry is unchanged) and ``header``."""
     return Volume(
         data=np.transpose(volume.data, perm),
         spacing=tuple(volume.spacing[p] for p in perm), origin=volume.origin,
@@ -80,13 +86,7 @@ def to_storage_order(volume: Volume) -> Volume:
         inv = axes
     else:
         inv = inverse_permutation(axes)
-    return Volume(
-        data=np.transpose(volume.data, inv),
-        spacing=tuple(volume.spacing[i] for i in inv), origin=volume.origin,
-        direction=np.asarray(volume.direction)[:, list(inv)], modality=volume.modality,
-        is_labels=volume.is_labels, source=volume.source, header=header,
-        warnings=volume.warnings, metadata=volume.metadata,
-    )
+    return _permuted(volume, inv, header)
 
 
 def volume_to_layer_kwargs(volume: Volume, name: str | None = None,

@@ -46,26 +46,24 @@ logger = logging.getLogger(__name__)
 MAX_PATCH_VOXELS = 1 << 24
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (``--threads -2`` is refused before any work)."""
+def _whole_number(text: str, lo: int, bound: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < lo:
+        raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--threads -2`` is refused before any work)."""
+    return _whole_number(text, 1, "at least 1")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (a volume index)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _whole_number(text, 0, "0 or more")
 
 
 def add_input_options(parser: argparse.ArgumentParser, prefix: str = "",
