@@ -194,3 +194,17 @@ def scan_file(folder: Path, name="scan.nii.gz", shift=(0.0, 0.0, 0.0), data=None
     p = folder / name
     nib.save(nib.Nifti1Image(arr, aff), str(p))
     return p
+
+
+def case_registry():
+    """``(CASES, case)``: a list of ``(name, expected result class, fn)`` and the decorator
+    ``@case("error")`` that appends to it (one per bad-input suite)."""
+    cases: list = []
+
+    def case(expected: str):
+        def register(fn):
+            cases.append((fn.__name__, expected, fn))
+            return fn
+        return register
+
+    return cases, case

@@ -16,17 +16,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bad_inputs import ct_like, dicom_series, scan_file, tiny_model  # noqa: E402
+from _bad_inputs import case_registry, ct_like, dicom_series, scan_file, tiny_model  # noqa: E402
 from _bad_inputs import cli_class as _cli  # noqa: E402
 
-CASES: list = []
-
-
-def case(expected: str):
-    def register(fn):
-        CASES.append((fn.__name__, expected, fn))
-        return fn
-    return register
+CASES, case = case_registry()
 
 
 def _predict(tmp, *extra, scan=None):

@@ -16,17 +16,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bad_inputs import (RNG, ct_like, dicom_series, nifti_raw, put, read_class,  # noqa: E402
+from _bad_inputs import (RNG, case_registry, ct_like, dicom_series, nifti_raw, put, read_class,  # noqa: E402
                          save_raw)
 
-CASES: list = []
-
-
-def case(expected: str):
-    def register(fn):
-        CASES.append((fn.__name__, expected, fn))
-        return fn
-    return register
+CASES, case = case_registry()
 
 
 def _flip(p: Path, at: float | int) -> Path:
