@@ -290,11 +290,15 @@ def test_gui_thread_never_blocks_on_plugin_work(make_napari_viewer, qtbot, tmp_p
     timer.stop()
     cpu = [(b[1] - a[1], a[1]) for a, b in zip(ticks[:-1], ticks[1:])]
     outside = [c for c in cpu if not any(lo - 0.02 <= c[1] <= hi for lo, hi in work.napari)]
-    worst_tick = max(outside)[0]
+    # On a fast run every tick can fall inside napari's layer creation and first draw; the
+    # per-call measure above still holds then.
+    worst_tick = max(outside, default=(0.0, 0.0))[0]
     worst_call, where = work.worst()
     print(f"{len(work.calls)} calls into the Load/Segment widgets on the GUI thread, the longest "
           f"{worst_call * 1e3:.0f} ms ({where}); longest GUI-thread work between two ticks "
-          f"outside napari's layer creation: {worst_tick * 1e3:.0f} ms")
+          f"outside napari's layer creation ({len(outside)} of {len(cpu)} ticks): "
+          f"{worst_tick * 1e3:.0f} ms")
     assert len(work.calls) > 10  # the instrumentation saw the widgets at work
+    assert len(cpu) > 50  # and the probe ticked throughout
     assert worst_call < 0.1, f"{where} took {worst_call * 1e3:.0f} ms on the GUI thread"
     assert worst_tick < 0.15, f"the GUI thread worked {worst_tick * 1e3:.0f} ms without a break"
