@@ -5,6 +5,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+#: post-processing steps a model config may list (applied by inference.postprocess)
+POSTPROCESS_STEPS = ("largest_component", "fill_holes", "ellipse")
+
 
 def choose(value: str, valid: Iterable[str], what: str = "option") -> str:
     """Return the canonical spelling of ``value`` among ``valid`` (case-insensitive).

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from .._options import POSTPROCESS_STEPS
+
 __all__ = [
     "Ellipse", "POSTPROCESS_STEPS", "apply_postprocess", "ellipse_circumference", "ellipse_mask",
     "fill_holes", "fit_ellipse", "head_circumference", "largest_component",
 ]
-
-POSTPROCESS_STEPS = ("largest_component", "fill_holes", "ellipse")
 
 
 @dataclass(frozen=True)

@@ -439,10 +439,27 @@ def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig |
     probs = yield from _windows_with_oom_retry(net, prep, model, config, device, plan)
     probs = _restore(probs, prep)
     labels = labels_from_probabilities(probs)
+    steps = tuple(getattr(getattr(model, "spec", None), "postprocess", ()) or ())
+    if steps:
+        yield Progress(0, 0, "post-processing", f"post-processing: {', '.join(steps)}")
+        labels = postprocessed(labels, steps, model_classes(model),
+                               slice_axis(volume) if labels.ndim == 3 else 0)
     seconds = time.perf_counter() - t0
-    prov = _provenance(model, config, volume, intensity, device, plan.n_windows, seconds,
-                       {"memory_plan": plan.decision})
+    extra = {"memory_plan": plan.decision, **({"postprocess": list(steps)} if steps else {})}
+    prov = _provenance(model, config, volume, intensity, device, plan.n_windows, seconds, extra)
     return Prediction(probs, labels, device_summary(device), plan.n_windows, seconds, prov)
+
+
+def postprocessed(labels: np.ndarray, steps: tuple[str, ...], n_classes: int, axis: int = 0) -> np.ndarray:
+    """``labels`` with the model's post-processing ``steps`` applied to each foreground class,
+    per 2D slice along ``axis`` (the axis a 2D model slices; ignored for a 2D label map)."""
+    from .postprocess import apply_postprocess
+
+    moved = np.moveaxis(labels, axis, 0) if labels.ndim == 3 else labels
+    for c in range(1, n_classes):
+        moved = apply_postprocess(moved, steps, label=c)
+    out = np.moveaxis(moved, 0, axis) if labels.ndim == 3 else moved
+    return np.ascontiguousarray(out, dtype=labels.dtype)
 
 
 def predict(model: Any, volume: Volume | np.ndarray, config: PredictConfig | None = None) -> Prediction:

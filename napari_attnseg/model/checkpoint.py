@@ -74,6 +74,9 @@ class ModelSpec:
     ``anatomy`` names what the model segments in ("heart", "fetal head", "phantom" for the
     synthetic demo data; "" when not declared): with ``modality`` it decides which images the
     model is chosen for (:mod:`napari_attnseg.model.choose`).
+    ``postprocess`` lists the steps applied to every foreground class of the predicted labels,
+    per 2D slice (:data:`napari_attnseg.inference.postprocess.POSTPROCESS_STEPS`: e.g. one
+    filled head fitted by an ellipse for the fetal-head model); empty: the argmax as it is.
     """
 
     arch: UNetConfig
@@ -88,6 +91,7 @@ class ModelSpec:
     provenance: dict = field(default_factory=dict)
     inplane_zoom: float = 1.0
     anatomy: str = ""
+    postprocess: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, UNetConfig):
@@ -139,6 +143,16 @@ class ModelSpec:
         object.__setattr__(self, "anatomy", str(self.anatomy or "").strip())
         if self.parent is not None:
             object.__setattr__(self, "parent", str(self.parent))
+        if isinstance(self.postprocess, str) or not isinstance(self.postprocess, (list, tuple)):
+            raise ValueError(f"postprocess must be a list of step names, got {self.postprocess!r}")
+        steps = tuple(str(s) for s in self.postprocess)
+        if steps:
+            from .._options import POSTPROCESS_STEPS
+
+            unknown = [s for s in steps if s not in POSTPROCESS_STEPS]
+            if unknown:
+                raise ValueError(f"unknown postprocess step(s) {unknown}; known: {', '.join(POSTPROCESS_STEPS)}")
+        object.__setattr__(self, "postprocess", steps)
 
     @property
     def n_classes(self) -> int:
@@ -160,6 +174,7 @@ class ModelSpec:
             "provenance": self.provenance,
             "inplane_zoom": self.inplane_zoom,
             "anatomy": self.anatomy,
+            **({"postprocess": list(self.postprocess)} if self.postprocess else {}),
         }
 
     @classmethod

@@ -228,6 +228,14 @@ def _check_preprocessing(c: _Checker, config: dict[str, Any], dims: int, divisor
         raise c.fail("inplane_zoom", f"must be in {ZOOM_RANGE[0]:g}..{ZOOM_RANGE[1]:g} (the factor slices are "
                                      f"resized by before the network), got {zoom:g}")
     _check_normalization(c, config.get("normalization", {}))
+    steps = config.get("postprocess", [])
+    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+        raise c.fail("postprocess", f"must be a list of step names, got {steps!r}")
+    from .._options import POSTPROCESS_STEPS
+
+    unknown = [s for s in steps if s not in POSTPROCESS_STEPS]
+    if unknown:
+        raise c.fail("postprocess", f"has unknown steps {unknown} (known: {', '.join(POSTPROCESS_STEPS)})")
 
 
 def _check_normalization(c: _Checker, norm: Any) -> None:

@@ -68,3 +68,73 @@ def test_apply_postprocess_touches_only_its_class_and_slices_3d():
     assert (lab[:, 35:38, 35:38] == 1).all()  # input untouched
     with pytest.raises(ValueError, match="unknown post-processing"):
         apply_postprocess(lab, ["bogus"])
+
+
+# --------------------------------------------------------------------------- the model's "postprocess"
+def _tiny(tmp_path, steps, classes=3):
+    import torch
+
+    from napari_attnseg.model.attention_unet import AttentionUNet, UNetConfig
+    from napari_attnseg.model.checkpoint import ModelSpec, save_model
+
+    torch.manual_seed(0)
+    cfg = UNetConfig(spatial_dims=2, out_channels=classes, channels=(4, 8, 16))
+    spec = ModelSpec(arch=cfg, label_names={i: f"c{i}" for i in range(classes)}, modality="CT",
+                     patch_size=(32, 32), name="pp", version="1", postprocess=tuple(steps))
+    return save_model(tmp_path / "pp", AttentionUNet(cfg), spec)
+
+
+def _components(mask):
+    from scipy import ndimage as ndi
+
+    return ndi.label(mask)[1]
+
+
+def test_postprocessed_keeps_one_component_per_class_on_the_slicing_axis():
+    from napari_attnseg.inference.predictor import postprocessed
+
+    lab = np.zeros((6, 5, 40), np.uint8)  # slices along axis 1 (a 2D model's axis here)
+    lab[:, :, 2:6] = 1
+    lab[:, :, 10:20] = 1   # the larger blob of class 1 in every axis-1 slice
+    lab[:, :, 25:28] = 2
+    lab[:, :, 30:38] = 2
+    out = postprocessed(lab, ("largest_component",), 3, axis=1)
+    for j in range(lab.shape[1]):
+        for c in (1, 2):
+            assert _components(out[:, j] == c) == 1
+    assert not out[:, :, 2:6].any() and (out[:, :, 10:20] == 1).all()
+    assert not out[:, :, 25:28].any() and (out[:, :, 30:38] == 2).all()
+
+
+def test_model_config_postprocess_is_checked_saved_and_applied(tmp_path):
+    import json
+
+    from napari_attnseg.errors import ModelError
+    from napari_attnseg.inference.predictor import predict
+    from napari_attnseg.model.checkpoint import load_model
+    from napari_attnseg.model.config_check import CONFIG_HASH_KEY, config_hash
+
+    folder = _tiny(tmp_path, ["largest_component", "fill_holes"])
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["postprocess"] == ["largest_component", "fill_holes"]
+    model = load_model(folder)
+    assert model.spec.postprocess == ("largest_component", "fill_holes")
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(3, 48, 48)).astype(np.float32) * 100  # noise: fragmented argmax
+    raw = load_model(_tiny(tmp_path / "raw", []))
+    raw_labels = predict(raw, image).labels
+    pred = predict(model, image)
+    assert pred.provenance["postprocess"] == ["largest_component", "fill_holes"]
+    assert "postprocess" not in predict(raw, image).provenance
+    for z in range(3):
+        for c in (1, 2):
+            if (pred.labels[z] == c).any():
+                assert _components(pred.labels[z] == c) == 1
+    assert any(_components(raw_labels[z] == c) > 1 for z in range(3) for c in (1, 2))
+    # an unknown step in config.json is refused with its name, even with a valid hash
+    cfg["postprocess"] = ["largest_component", "erode"]
+    cfg.pop(CONFIG_HASH_KEY, None)
+    cfg[CONFIG_HASH_KEY] = config_hash(cfg)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="erode"):
+        load_model(folder)
