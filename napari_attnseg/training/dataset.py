@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ReadError
+from ..orientation import axis_permutation
 from .partial_labels import encode_partial
 from ..volume import Volume
 
@@ -204,7 +205,8 @@ def _normalize(volume: Volume, spec: Any) -> np.ndarray:
 def prepare_pairs(pairs: Sequence[TrainingPair], spec: Any, n_classes: int) -> list[PreparedItem]:
     """Bring ``pairs`` to what the network sees (same code path as inference).
 
-    2D models: one item per reviewed slice (axis 0 of 3D volumes). 3D models: one item per
+    2D models: one item per slice with reviewed voxels, cut as inference cuts them (along the
+    array axis closest to world S, the in-plane axes in world order too). 3D models: one item per
     volume, reoriented to canonical and resampled to ``spec.target_spacing`` (labels and mask by
     nearest neighbour). Labels outside ``0 .. n_classes - 1`` in reviewed voxels raise
     ``ValueError`` naming the file.
@@ -230,9 +232,16 @@ def prepare_pairs(pairs: Sequence[TrainingPair], spec: Any, n_classes: int) -> l
         if dims == 2:
             if image.ndim == 2:
                 items.append(PreparedItem(image, labels, mask, name))
-            else:
-                for s in reviewed_slices(pair):
-                    items.append(PreparedItem(image[s].copy(), labels[s].copy(), mask[s].copy(), f"{name}[{s}]"))
+                continue
+            # the slices inference cuts (axial for a patient volume, whatever the storage
+            # order: a PSR or LIP file is transposed to world order, as the predictor does)
+            perm = axis_permutation(pair.image.direction)
+            if perm != (0, 1, 2):
+                image, labels, mask = (np.transpose(a, perm) for a in (image, labels, mask))
+            cut = "axial " if perm != (0, 1, 2) else ""
+            for s in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
+                items.append(PreparedItem(np.ascontiguousarray(image[s]), np.ascontiguousarray(labels[s]),
+                                          np.ascontiguousarray(mask[s]), f"{name}[{cut}{s}]"))
             continue
         if image.ndim != 3:
             raise ValueError(f"a 3D model needs 3D volumes; {name or 'an image'} has shape {image.shape}")

@@ -76,3 +76,28 @@ def test_slice_preview_is_the_whole_runs_slice_along_the_axial_axis(dims, tmp_pa
                                    np.take(whole.probabilities, index, axis=axis + 1), atol=1e-5)
     with pytest.raises(ValueError, match="axial"):
         predict_slice(model, vol, vol.shape[axis], cfg)
+
+
+@pytest.mark.parametrize("case", ["PSR", "LIP"])
+def test_2d_training_cuts_the_same_axial_slices_as_inference(case, tmp_path):
+    """Training pairs stored PSR/LIP give the network the slices inference gives it (axial, the
+    in-plane axes in world order: the stored array transposed by the predictor's slice order),
+    not slices along the stored first axis (sagittal for PSR)."""
+    from napari_attnseg.training.dataset import TrainingPair, _normalize, prepare_pairs
+
+    model = _model(tmp_path)
+    image = _volume(case)
+    perm = slice_order(image)
+    assert perm != (0, 1, 2)
+    lab = Volume((np.asarray(image.data) > 1000).astype(np.uint8), image.spacing,
+                 image.origin, image.direction, is_labels=True)
+    got = prepare_pairs([TrainingPair(image, lab, None, case)], model.spec, 2)
+    seen = np.transpose(np.asarray(image.data), perm)  # what inference slices, axis 0 first
+    # (intensities normalised per volume: the same numbers whatever the storage order)
+    norm = np.transpose(_normalize(image, model.spec), perm)
+    assert len(got) == seen.shape[0]
+    for k, it in enumerate(got):
+        assert it.image.shape == seen.shape[1:]
+        np.testing.assert_allclose(it.image, norm[k], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(it.labels, seen[k] > 1000)
+    assert sum(int((it.labels == 1).sum()) for it in got) == 6 * 5 * 4  # the marker block
