@@ -278,8 +278,9 @@ _POOL_LOCK = threading.Lock()
 
 
 def _start_method() -> str:
-    """"fork" when this process runs a single thread (fast, and scripts need no ``__main__``
-    guard); "forkserver" when other threads run (e.g. inside napari), where forking is unsafe."""
+    """"fork" when this process runs a single thread (fast); "forkserver" when other threads run
+    (e.g. inside napari), where forking is unsafe. Neither runs the user's ``__main__`` again
+    (see ``_pool_context``), so a script needs no ``__main__`` guard."""
     import multiprocessing as mp
 
     methods = mp.get_all_start_methods()
@@ -291,14 +292,14 @@ def _start_method() -> str:
 def _pool(workers: int) -> ProcessPoolExecutor:
     """A process pool reused across calls (start-up paid once)."""
     global _POOL, _POOL_KEY
-    import multiprocessing as mp
+    from ._pool_context import no_main_context
 
     with _POOL_LOCK:
         if _POOL is None or _POOL_KEY[0] != workers:
             method = _start_method()
             if _POOL is not None:
                 _POOL.shutdown(wait=False, cancel_futures=True)
-            ctx = mp.get_context(method)
+            ctx = no_main_context(method)
             if method == "forkserver":
                 ctx.set_forkserver_preload(["numpy", "pydensecrf.densecrf",
                                             "napari_attnseg.crf.dense_crf"])
