@@ -4,6 +4,18 @@ Every definition (surface extraction, percentile method, symmetric or directed, 
 policy) is in :data:`DEFINITIONS` and travels with each :class:`MetricsReport`.
 """
 
+from .head import (
+    HC_DEFINITIONS,
+    NO_HEAD,
+    HcReference,
+    HeadFit,
+    HeadMeasurement,
+    fit_head,
+    measure_head,
+    measure_heads,
+    read_hc_reference,
+    summarise_heads,
+)
 from .overlap import (
     binary_mask,
     confusion_counts,
@@ -32,7 +44,12 @@ from .surface import (
 
 __all__ = [
     "DEFINITIONS",
+    "HC_DEFINITIONS",
     "METRICS",
+    "NO_HEAD",
+    "HcReference",
+    "HeadFit",
+    "HeadMeasurement",
     "MetricsReport",
     "binary_mask",
     "combine_reports",
@@ -41,11 +58,16 @@ __all__ = [
     "error_overlay",
     "evaluate",
     "evaluate_job",
+    "fit_head",
     "label_metrics",
+    "measure_head",
+    "measure_heads",
     "overlap_from_counts",
     "overlap_metrics",
     "per_slice_dice",
     "present_labels",
+    "read_hc_reference",
+    "summarise_heads",
     "surface_dice",
     "surface_distances",
     "surface_voxels",

@@ -87,6 +87,15 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def _clean_deep(v: Any) -> Any:
+    """:func:`_clean` through dicts, lists and tuples."""
+    if isinstance(v, Mapping):
+        return {str(k): _clean_deep(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean_deep(x) for x in v]
+    return _clean(v)
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, (float, np.floating)):
         return f"{float(v):.4f}" if math.isfinite(v) else str(float(v))
@@ -101,6 +110,8 @@ class MetricsReport:
     definitions: Mapping[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
     spacing: tuple[float, ...] = ()
     tolerance_mm: float = 1.0
+    #: further sections of the JSON (e.g. ``head_circumference``), NaN/inf made JSON-safe
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -125,6 +136,7 @@ class MetricsReport:
             "columns": self.columns,
             "rows": [{k: _clean(v) for k, v in r.items()} for r in self.rows],
             "definitions": dict(self.definitions),
+            **{k: _clean_deep(v) for k, v in self.extras.items()},
         }
 
     def to_json(self, path: str | Path) -> Path:
