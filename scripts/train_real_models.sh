@@ -52,7 +52,7 @@ openkbp)
     # "contoured" lists make uncontoured organs unknown (marginal loss); left/right parotid: no mirroring.
     "$ATTNSEG" train "$WORK/openkbp_ct_train" -o "$WORK/openkbp-headneck-ct-2d" --checkpoint-dir "$WORK/openkbp.ckpt" $RES \
         --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 128 128 --batch-size 16 --no-mirror \
-        --epochs 24 --steps-per-epoch 250 --max-seconds 6600 --val-fraction 0.1 --patience 0 \
+        --epochs ${OPENKBP_EPOCHS:-18} --steps-per-epoch 250 --max-seconds ${OPENKBP_SECONDS:-6600} --val-fraction 0.1 --patience 0 \
         --seed 0 --threads 2 -q
     ;;
 hc18)
