@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     for p in test:
         name = Path(p.image.source).name
         t0 = time.perf_counter()
-        raw = predict(model, p.image).labels
+        pred = predict(model, p.image)  # (with the model's own post-processing, if it has one)
         seconds = time.perf_counter() - t0
+        raw = pred.probabilities.argmax(axis=0)  # the network's argmax, before any post-processing
         post = apply_postprocess(raw, ["largest_component", "fill_holes", "ellipse"])
         gt = np.asarray(p.labels.data) > 0
         px = p.image.spacing
