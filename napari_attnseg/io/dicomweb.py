@@ -4,12 +4,14 @@
   :func:`fetch_series` retrieves its instances (WADO-RS) into a local cache folder
   (``$ATTNSEG_CACHE/dicomweb/<study>/<series>/``, default ``~/.cache/napari-attnseg``), reused
   while the server lists the same instances (QIDO-RS), and returns the folder, which the DICOM
-  reader reads like any other.
+  reader reads like any other. :func:`fetch_series_job` / :func:`local_path_job` do the same
+  as progress generators (one report per instance; closing them stops the transfer and leaves
+  no partial folder in the cache), for the Load widget.
 * :func:`store_file` sends a DICOM file (a DICOM-SEG result) to ``http://HOST:PORT/dicom-web``
   (STOW-RS) and checks that the server lists it afterwards.
 
 Connection problems give one message naming the server. Nothing is fetched unless the user gave
-the URL.
+the URL. Queries (QIDO-RS search by patient, study, modality) are in :mod:`.pacs_query`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+from .._progress import Progress, drain
 from ..errors import MissingDependencyError, ReadError, WriteError
 
 log = logging.getLogger(__name__)
@@ -50,10 +54,25 @@ def _client(base: str) -> Any:
     except ImportError as exc:
         raise MissingDependencyError("dicomweb-client", extra="pacs",
                                      purpose="DICOMweb (PACS) access") from exc
-    client = DICOMwebClient(url=base.rstrip("/"), timeout=TIMEOUT)
+    client = DICOMwebClient(url=base.rstrip("/"), timeout=TIMEOUT, session=_wildcard_session())
     # 3 tries 0.25 s and 0.5 s apart for busy servers (429/503...), not 5 over 30 s
     client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=250)
     return client
+
+
+def _wildcard_session() -> Any:
+    """A requests session that sends QIDO wildcards as ``*``: dicomweb-client percent-encodes
+    them (``%2A``), which Orthanc 1.10 (DICOMweb 1.7) matches literally, so ``PatientName=Doe*``
+    found nothing. ``*`` is legal in a query string and means the same to every server."""
+    import requests
+
+    class _Session(requests.Session):
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            if request.url and "%2A" in request.url:
+                request.url = request.url.replace("%2A", "*")
+            return super().send(request, **kwargs)
+
+    return _Session()
 
 
 def _request_errors() -> tuple[type[BaseException], ...]:
@@ -73,46 +92,63 @@ def _listed(client: Any, study: str, series: str) -> set[str]:
     return {str(r.get("00080018", {}).get("Value", [""])[0]) for r in rows} - {""}
 
 
-def fetch_series(url: str, *, cache: Path | None = None) -> Path:
-    """The folder holding the series at ``url`` (retrieved now, or the cached copy when the
-    server still lists exactly the same instances)."""
+def fetch_series_job(url: str, *, cache: Path | None = None) -> Generator[Progress, None, Path]:
+    """:func:`fetch_series` as a progress generator: one report per instance retrieved."""
     base, study, series = parse_series_url(url)
     client = _client(base)
     folder = (cache or cache_root()) / study / series
+    yield Progress(0, 1, "query", f"Asking {base} for the series...")
     try:
         listed = _listed(client, study, series)
-        if not listed:
-            raise ReadError(url, "the server lists no instances for this series")
-        have = {p.stem for p in folder.glob("*.dcm")} if folder.is_dir() else set()
-        if have == listed:
-            log.info("%s: %d instances from the cache %s", url, len(have), folder)
-            return folder
-        datasets = client.retrieve_series(study, series)
     except _request_errors() as exc:
-        raise ReadError(url, f"cannot reach or read the DICOMweb server {base} "
-                             f"({type(exc).__name__}: {exc})") from exc
+        raise _unreachable(url, base, exc) from exc
+    if not listed:
+        raise ReadError(url, "the server lists no instances for this series")
+    have = {p.stem for p in folder.glob("*.dcm")} if folder.is_dir() else set()
+    if have == listed:
+        log.info("%s: %d instances from the cache %s", url, len(have), folder)
+        yield Progress(len(have), len(have), "retrieve", f"{len(have)} images from the cache")
+        return folder
+    total = len(listed)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{series}."))
+    done = 0
     try:
-        for ds in datasets:
-            ds.save_as(str(tmp / f"{ds.SOPInstanceUID}.dcm"), enforce_file_format=True)
+        try:
+            for ds in client.iter_series(study, series):
+                ds.save_as(str(tmp / f"{ds.SOPInstanceUID}.dcm"), enforce_file_format=True)
+                done += 1
+                yield Progress(done, total, "retrieve", f"Retrieved {done}/{total} images")
+        except _request_errors() as exc:
+            raise _unreachable(url, base, exc) from exc
+        if not done:
+            raise ReadError(url, "the server sent no instances for this series")
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("%s: retrieved %d instances into %s", url, len(datasets), folder)
+    log.info("%s: retrieved %d instances into %s", url, done, folder)
     return folder
 
 
-def local_path(url: str, *, cache: Path | None = None) -> Path:
-    """What to read for a series URL: the cached series folder, or for a series that is one
-    DICOM-SEG the SEG file itself, with the series it references fetched beside it (so it opens
-    on the scan's grid)."""
+def _unreachable(url: str, base: str, exc: BaseException) -> ReadError:
+    return ReadError(url, f"cannot reach or read the DICOMweb server {base} "
+                          f"({type(exc).__name__}: {exc})")
+
+
+def fetch_series(url: str, *, cache: Path | None = None) -> Path:
+    """The folder holding the series at ``url`` (retrieved now, or the cached copy when the
+    server still lists exactly the same instances)."""
+    return drain(fetch_series_job(url, cache=cache))
+
+
+def local_path_job(url: str, *, cache: Path | None = None) -> Generator[Progress, None, Path]:
+    """:func:`local_path` as a progress generator."""
     from .dicom_seg import is_dicom_seg
 
-    folder = fetch_series(url, cache=cache)
+    folder = yield from fetch_series_job(url, cache=cache)
     files = sorted(folder.glob("*.dcm"))
     if len(files) != 1 or not is_dicom_seg(files[0]):
         return folder
@@ -123,10 +159,18 @@ def local_path(url: str, *, cache: Path | None = None) -> Path:
     base, study, _ = parse_series_url(url)
     for ref in refs[:1]:
         try:
-            fetch_series(f"{base}/studies/{study}/series/{ref.SeriesInstanceUID}", cache=cache)
+            yield from fetch_series_job(f"{base}/studies/{study}/series/{ref.SeriesInstanceUID}",
+                                        cache=cache)
         except ReadError as exc:  # the SEG still opens, on its own frames (with a warning)
             log.warning("the series the SEG references could not be fetched: %s", exc)
     return files[0]
+
+
+def local_path(url: str, *, cache: Path | None = None) -> Path:
+    """What to read for a series URL: the cached series folder, or for a series that is one
+    DICOM-SEG the SEG file itself, with the series it references fetched beside it (so it opens
+    on the scan's grid)."""
+    return drain(local_path_job(url, cache=cache))
 
 
 def store_file(path: str | Path, base: str) -> str:
