@@ -125,9 +125,11 @@ def read_volume(path: str | Path, series_uid: str | None = None, *,
             raise ReadError(p, "split_4d applies to 4D NIfTI/NRRD files, not DICOM")
         from .dicom import read_dicom
         from .dicom_seg import is_dicom_seg, read_dicom_seg
+        from .rtstruct import is_rtstruct, read_rtstruct
 
-        # a SEG file: labels on its referenced series' grid (never stacked as an image series)
-        vol = read_dicom_seg(p) if is_dicom_seg(p) else read_dicom(p, series_uid)
+        # a SEG / RTSTRUCT file: labels on its referenced series' grid (never stacked as images)
+        vol = (read_dicom_seg(p) if is_dicom_seg(p) else read_rtstruct(p) if is_rtstruct(p)
+               else read_dicom(p, series_uid))
     else:
         if series_uid is not None and series_uid not in (p.name, str(p)):
             raise ReadError(p, f"series_uid={series_uid!r} given but this {fmt} file holds one "
@@ -198,7 +200,10 @@ def list_series(path: str | Path) -> list[SeriesInfo]:
     if fmt == "dicom":
         from .dicom import list_dicom_series
         from .dicom_seg import is_dicom_seg, seg_series_info
+        from .rtstruct import is_rtstruct, rtstruct_series_info
 
+        if is_rtstruct(p):
+            return [rtstruct_series_info(p)]
         return [seg_series_info(p)] if is_dicom_seg(p) else list_dicom_series(p)
     if fmt == "nifti":
         return [_nifti_info(p)]
@@ -229,8 +234,9 @@ def _nifti_info(p: Path) -> SeriesInfo:
 def write_volume(volume: Volume, path: str | Path, *, reference: Volume | None = None,
                  provenance: dict | None = None) -> Path:
     """Write ``volume`` as .nii/.nii.gz atomically and verified, with a JSON sidecar
-    (see :func:`napari_attnseg.io.writers.write_volume`); ``*.seg.nrrd`` and ``*.dcm`` names
-    write a 3D Slicer segmentation / DICOM-SEG instead (:mod:`.formats_out`)."""
+    (see :func:`napari_attnseg.io.writers.write_volume`); ``*.seg.nrrd``, ``*.rtstruct.dcm`` and
+    ``*.dcm`` names write a 3D Slicer segmentation / RTSTRUCT / DICOM-SEG instead
+    (:mod:`.formats_out`)."""
     from .formats_out import special_writer
 
     special = special_writer(path)

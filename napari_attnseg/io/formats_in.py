@@ -3,7 +3,8 @@
 A 3D Slicer ``.seg.nrrd`` with overlapping segments keeps them in several layers, and a
 DICOM-SEG may hold overlapping segments: :func:`read_label_layers` returns one label
 :class:`~napari_attnseg.volume.Volume` per layer for those (one for the usual non-overlapping
-file), each with its segments' names and colours; ``None`` for any other file, which
+file), each with its segments' names and colours (an RTSTRUCT: one volume on its series' grid,
+the later ROI where ROIs overlap); ``None`` for any other file, which
 :func:`napari_attnseg.io.read_volume` reads as one volume.
 """
 
@@ -28,4 +29,6 @@ def read_label_layers(path: str | Path) -> list[Volume] | None:
 
     if is_dicom_seg(p):
         return read_dicom_seg_layers(p)
-    return None
+    from .rtstruct import is_rtstruct, read_rtstruct
+
+    return [read_rtstruct(p)] if is_rtstruct(p) else None
