@@ -1,5 +1,6 @@
 """npe2 writers for a Labels layer in the formats other tools open with names and colours:
-3D Slicer ``.seg.nrrd`` and DICOM-SEG (``.dcm``, for a layer on a DICOM series' grid).
+3D Slicer ``.seg.nrrd``, DICOM-SEG (``.dcm``) and RTSTRUCT (``.rtstruct.dcm``), the last two
+for a layer on a DICOM series' grid.
 
 The layer is rebuilt like the NIfTI writer does (:func:`~napari_attnseg._napari.writer.
 meta_to_volume`); its names come from the ``features`` table or the plugin's metadata and its
@@ -41,3 +42,12 @@ def write_dicom_seg(path: str, data: Any, meta: dict) -> list[str]:
 
     vol, provenance = _labels_volume(data, meta)
     return [str(_write(vol, _with_suffix(path, ".dcm"), provenance=provenance))]
+
+
+def write_rtstruct(path: str, data: Any, meta: dict) -> list[str]:
+    """Save a Labels layer drawn on a DICOM series as an RTSTRUCT (one named, coloured ROI per
+    label) referencing that series."""
+    from ..io.rtstruct import write_rtstruct as _write
+
+    vol, provenance = _labels_volume(data, meta)
+    return [str(_write(vol, _with_suffix(path, ".rtstruct.dcm"), provenance=provenance))]
