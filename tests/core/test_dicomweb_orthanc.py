@@ -174,3 +174,22 @@ def test_send_seg_stores_a_seg_referencing_the_scan(orthanc, stored_ct):
     back = read_volume(stored.url)
     assert back.is_labels and back.same_grid(vol)
     assert np.array_equal(back.data, mask)
+
+
+def test_cancelled_retrieval_leaves_nothing_in_the_cache(stored_ct, tmp_path):
+    from napari_attnseg._progress import Cancelled, drain
+    from napari_attnseg.io.dicomweb import fetch_series_job
+
+    url, _ = stored_ct
+    cache = tmp_path / "c"
+    seen = []
+
+    def stop_after_three(p):  # what the widget's Cancel does: close the job at a report
+        seen.append(p)
+        return not (p.stage == "retrieve" and p.done >= 3)
+
+    with pytest.raises(Cancelled):
+        drain(fetch_series_job(url, cache=cache), stop_after_three)
+    assert (seen[-1].done, seen[-1].total) == (3, 24)
+    assert not any(cache.rglob("*.dcm"))  # neither the series folder nor a hidden partial one
+    assert len(list(fetch_series(url, cache=cache).glob("*.dcm"))) == 24
