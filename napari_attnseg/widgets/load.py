@@ -11,7 +11,10 @@ found and where; CT / MR / US / unknown override it. "Open" reads the series in 
 :class:`~napari_attnseg.widgets._worker.JobRunner` (off the GUI thread) and adds the layer with
 the modality in ``metadata["attnseg"]["modality"]``. The geometry summary (spacing in (z, y, x)
 or (y, x), orientation, anisotropy, warnings) comes from :meth:`Volume.geometry_summary` once
-read. Errors become notifications with the message.
+read. Errors become notifications with the message. The *PACS* tab
+(:class:`~napari_attnseg.widgets._load_pacs.PacsPanel`, ``self.pacs``) searches a DICOMweb server,
+retrieves a series into the local cache and opens it the same way, and sends a Labels layer
+back as a DICOM-SEG.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from typing import Any
 
 from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFileDialog,
                             QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                            QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout,
-                            QWidget)
+                            QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget,
+                            QVBoxLayout, QWidget)
 
 from .._progress import Progress
 from ._worker import JobRunner, ProgressPanel, notify_error
@@ -182,7 +185,8 @@ class LoadWidget(QWidget):
         form.addRow("Modality", self.preset_combo)
         form.addRow("Pixel size", self.pixel_spin)
         form.addRow("4D volume", self.volume_spin)
-        lay = QVBoxLayout(self)
+        files = QWidget()
+        lay = QVBoxLayout(files)
         lay.addLayout(row)
         lay.addWidget(self.table)
         lay.addLayout(form)
@@ -190,6 +194,15 @@ class LoadWidget(QWidget):
         lay.addWidget(self.open_button)
         lay.addWidget(self.progress)
         lay.addStretch(1)
+        from ._load_pacs import PacsPanel
+
+        self.pacs = PacsPanel(self)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(files, "Files")
+        self.tabs.addTab(self.pacs, "PACS")
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.tabs)
 
     # ------------------------------------------------------------------ choosing
     def _pick_file(self) -> None:
