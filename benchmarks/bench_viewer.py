@@ -281,7 +281,7 @@ def _click(app, probe, button, wait=None, timeout=120.0) -> dict:
     """Click, time until control is back in the event loop; the longest gap in the next second
     (or until ``wait()`` holds, if longer)."""
     t0 = time.perf_counter()
-    button.click()
+    getattr(button, "native", button).click()  # a QPushButton or a magicgui PushButton
     back = time.perf_counter()
     _pump(app, 1.0)
     if wait is not None:

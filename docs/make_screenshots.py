@@ -37,7 +37,7 @@ def _save_widget(widget, path: Path, width: int = 420) -> None:
     """The widget as a small PNG (its dock's content, at most ``width`` px wide)."""
     from qtpy.QtCore import Qt
 
-    pix = widget.grab()
+    pix = getattr(widget, "native", widget).grab()  # a QWidget or a magicgui Container
     if pix.width() > width:
         pix = pix.scaledToWidth(width, Qt.SmoothTransformation)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -94,7 +94,7 @@ def show_tab(widget: Any) -> None:
     """Bring the dock holding ``widget`` to the front of its tab group."""
     from qtpy.QtWidgets import QDockWidget
 
-    parent = widget.parent()
+    parent = getattr(widget, "native", widget).parent()  # a QWidget or a magicgui Container
     while parent is not None and not isinstance(parent, QDockWidget):
         parent = parent.parent()
     if parent is not None:

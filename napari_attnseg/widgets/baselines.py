@@ -1,21 +1,21 @@
 """Traditional baselines in napari: Otsu, seeded region growing (seed from a Points layer or a
 seed Labels layer), morphological Chan-Vese and geodesic active contours. The result is a Labels
-layer "<image> [<method>]" on the image's grid, ready for the compare widget."""
+layer "<image> [<method>]" on the image's grid (``metadata["attnseg"]["role"] = "baseline"``),
+ready for the compare widget. The form is built from :class:`BaselineParams`."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget,
-)
+from magicgui.widgets import ComboBox, Container, Label, PushButton
 
-from .._napari.layers import derived_layer_kwargs, layer_to_volume
+from .._napari.layers import META_KEY, derived_layer_kwargs, layer_to_volume
 from .._progress import Job
 from ..errors import GeometryError
+from ._form import build_form, read_form, reset_form
 from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,30 @@ METHOD_CHOICES = {
     "Geodesic": ("geodesic", "geodesic"),
 }
 NO_SEED = "(none)"
+ROLE = "baseline"
+
+
+@dataclass(frozen=True)
+class BaselineParams:
+    """The form: the method and its settings (tolerance 0 = auto, 10% of the intensity range)."""
+
+    method: Literal["Otsu", "Region growing", "Chan-Vese", "Geodesic"] = field(
+        default="Otsu", metadata={"label": "Method"})
+    tolerance: Annotated[float, {"min": 0.0, "max": 1e6, "step": 1.0}] = field(
+        default=0.0, metadata={"label": "Tolerance (region growing, 0 = auto)",
+                               "tooltip": "intensity difference from the seed; 0: 10% of the "
+                                          "image's range"})
+    iterations: Annotated[int, {"min": 1, "max": 10000}] = field(
+        default=100, metadata={"label": "Iterations (active contours)"})
+    smoothing: Annotated[int, {"min": 0, "max": 10}] = field(
+        default=1, metadata={"label": "Smoothing (active contours)"})
+
+    def problems(self, has_seed: bool) -> list[str]:
+        """Why these settings cannot run with (or without) a seed."""
+        if METHOD_CHOICES[self.method][0] == "region_growing" and not has_seed:
+            return ["region growing needs a seed: add a Points layer and click the object, or "
+                    "paint a seed Labels layer, and choose it as seed"]
+        return []
 
 
 @dataclass(frozen=True)
@@ -57,70 +81,80 @@ class BaselineConfig:
                 "smoothing": self.smoothing, "init": None if self.init is None else "mask"}
 
 
-class BaselinesWidget(QWidget):
+class BaselinesWidget(Container):
     """Run a traditional segmentation on an Image layer."""
 
-    def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
-        super().__init__(parent)
+    def __init__(self, napari_viewer: Any):
+        super().__init__(scrollable=False)
         self.viewer = napari_viewer
-        self.image_combo = QComboBox()
-        self.method_combo = QComboBox()
-        self.method_combo.addItems(list(METHOD_CHOICES))
-        self.seed_combo = QComboBox()
-        self.tolerance_spin = QDoubleSpinBox()
-        self.tolerance_spin.setRange(0.0, 1e6)
-        self.tolerance_spin.setDecimals(3)
-        self.tolerance_spin.setSpecialValueText("auto (10% of range)")
-        self.tolerance_spin.setValue(0.0)
-        self.iterations_spin = QSpinBox()
-        self.iterations_spin.setRange(1, 10000)
-        self.iterations_spin.setValue(100)
-        self.smoothing_spin = QSpinBox()
-        self.smoothing_spin.setRange(0, 10)
-        self.smoothing_spin.setValue(1)
-        self.run_button = QPushButton("Run")
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
+        self.image = ComboBox(label="Image", choices=self._image_choices)
+        self.seed = ComboBox(label="Seed / initial mask", choices=self._seed_choices)
+        self.pickers = Container(widgets=[self.image, self.seed], labels=True)
+        self.form = build_form(BaselineParams, labels=True)
+        self.run_button = PushButton(text="Run")
+        self.reset_button = PushButton(text="Reset to defaults")
+        self.info = Label(value="")
+        self.extend([self.pickers, self.form, self.reset_button, self.run_button, self.info])
         self.progress = ProgressPanel()
+        self.native.layout().addWidget(self.progress)
+        self.message = self.progress.status  # one line for refusals, progress and results
         self.runner: JobRunner | None = None
         self.last_layer = None
+        self.run_button.changed.connect(lambda *_: self.run())
+        self.reset_button.changed.connect(lambda *_: reset_form(self.form, BaselineParams))
+        self.pickers.changed.connect(lambda *_: self.update_info())
+        self.form.changed.connect(lambda *_: self.update_info())
+        self.viewer.layers.events.inserted.connect(self._layers_changed)
+        self.viewer.layers.events.removed.connect(self._layers_changed)
+        self._layers_changed()
 
-        form = QFormLayout()
-        form.addRow("Image", self.image_combo)
-        form.addRow("Method", self.method_combo)
-        form.addRow("Seed / initial mask", self.seed_combo)
-        form.addRow("Tolerance (region growing)", self.tolerance_spin)
-        form.addRow("Iterations (active contours)", self.iterations_spin)
-        form.addRow("Smoothing (active contours)", self.smoothing_spin)
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(self.run_button)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.message)
-        self.run_button.clicked.connect(self.run)
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
-        self._refresh_layers()
+    # Qt handles of the pickers and fields, for scripts and benchmarks (``setCurrentText``,
+    # ``setValue``); the magicgui widgets above are the API.
+    image_combo = property(lambda self: self.image.native)
+    seed_combo = property(lambda self: self.seed.native)
+    method_combo = property(lambda self: self.form.method.native)
+    tolerance_spin = property(lambda self: self.form.tolerance.native)
+    iterations_spin = property(lambda self: self.form.iterations.native)
+    smoothing_spin = property(lambda self: self.form.smoothing.native)
 
-    def _refresh_layers(self, event: Any = None) -> None:
-        for combo, kinds, extra in ((self.image_combo, ("Image",), []),
-                                    (self.seed_combo, ("Points", "Labels"), [NO_SEED])):
-            current = combo.currentText()
-            names = extra + [ly.name for ly in self.viewer.layers if type(ly).__name__ in kinds]
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+    @staticmethod
+    def _role(layer: Any) -> str:
+        meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
+        return str(meta.get("role", "")) if isinstance(meta, dict) else ""
+
+    def _image_choices(self, *_: Any) -> list:
+        return [(ly.name, ly) for ly in self.viewer.layers if type(ly).__name__ == "Image"
+                and "probabilit" not in ly.name
+                and self._role(ly) not in ("probabilities", "uncertainty")]
+
+    def _seed_choices(self, *_: Any) -> list:
+        return [(NO_SEED, NO_SEED)] + [(ly.name, ly) for ly in self.viewer.layers
+                                       if type(ly).__name__ in ("Points", "Labels")]
+
+    def _layers_changed(self, *_: Any) -> None:
+        self.reset_choices()
+        self.update_info()
+
+    def settings(self) -> BaselineParams:
+        return read_form(self.form, BaselineParams)
+
+    def problems(self) -> list[str]:
+        out = [] if self.image.value is not None else ["choose an Image layer"]
+        return out + self.settings().problems(self.seed.value not in (None, NO_SEED))
+
+    def update_info(self) -> None:
+        """The info line says what is missing; Run runs only when nothing is."""
+        problems = self.problems()
+        self.info.value = "; ".join(problems)
+        self.run_button.enabled = not problems
 
     # ------------------------------------------------------------------ inputs
     def _seed(self, image_layer: Any, image_vol: Any) -> Any:
         """A point index (from the first point, world → image data index) or a seed mask."""
-        name = self.seed_combo.currentText()
-        if not name or name == NO_SEED:
+        layer = self.seed.value
+        if layer is None or layer == NO_SEED:
             return None
-        layer = self.viewer.layers[name]
+        name = layer.name
         if type(layer).__name__ == "Points":
             if len(layer.data) == 0:
                 raise ValueError(f"the Points layer '{name}' has no point: click a seed first")
@@ -140,31 +174,29 @@ class BaselinesWidget(QWidget):
         return mask
 
     def snapshot(self) -> BaselineConfig:
-        name = self.image_combo.currentText()
-        if not name or name not in self.viewer.layers:
-            raise ValueError("choose an Image layer")
-        layer = self.viewer.layers[name]
+        problems = self.problems()
+        if problems:
+            raise ValueError(problems[0])
+        layer = self.image.value
+        name = layer.name
         if getattr(layer, "rgb", False):
             raise ValueError(f"'{name}' is an RGB image; convert it to grayscale first")
         vol = layer_to_volume(layer)
-        method, suffix = METHOD_CHOICES[self.method_combo.currentText()]
+        s = self.settings()
+        method, suffix = METHOD_CHOICES[s.method]
         seed = self._seed(layer, vol)
         init = None
-        if method == "region_growing" and seed is None:
-            raise ValueError("region growing needs a seed: add a Points layer and click the "
-                             "object, or paint a seed Labels layer, and choose it as seed")
         if method in ("chan_vese", "geodesic") and seed is not None:
             if isinstance(seed, tuple):
                 init = np.zeros(vol.shape, bool)
                 init[seed] = True  # a point grows (geodesic balloon +1)
             else:
                 init = seed
-        tol = float(self.tolerance_spin.value())
         return BaselineConfig(
             image_name=name, image=np.array(vol.data), method=method,
             seed=seed if method == "region_growing" else None,
-            tolerance=tol if tol > 0 else None, iterations=int(self.iterations_spin.value()),
-            smoothing=int(self.smoothing_spin.value()), init=init, suffix=suffix,
+            tolerance=s.tolerance if s.tolerance > 0 else None, iterations=s.iterations,
+            smoothing=s.smoothing, init=init, suffix=suffix,
         )
 
     # ------------------------------------------------------------------ run
@@ -194,6 +226,7 @@ class BaselinesWidget(QWidget):
         source = self.viewer.layers[cfg.image_name]
         kwargs = derived_layer_kwargs(source, f"{cfg.image_name} [{cfg.suffix}]",
                                       provenance=cfg.provenance(), shape=labels.shape)
+        kwargs["metadata"][META_KEY]["role"] = ROLE
         self.last_layer = upsert_layer(self.viewer, labels, kwargs, "labels")
         self.message.setText(f"{cfg.suffix}: {int(np.count_nonzero(labels))} voxels labelled")
         return self.last_layer

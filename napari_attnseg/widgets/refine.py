@@ -1,286 +1,216 @@
 """Refine a segmentation with a dense CRF: preview on the current slice, refine the volume,
 auto-tune the parameters against a ground-truth Labels layer. Output ``<image> [attnseg+crf]``
-(a Labels layer on the image's grid, the parameters in its metadata)."""
+(a Labels layer on the image's grid, ``metadata["attnseg"]["role"] = "crf"``, the parameters in
+its provenance).
+
+The form is built from :class:`~._refine_jobs.RefineParams` (its defaults, limits and
+validation); choosing an image fills it with that modality's CRF preset, and **Reset to
+defaults** shows the preset again. Layer pickers track the viewer: the source lists probability
+layers first (a new segmentation's probabilities are selected as they appear), the ground truth
+lists only Labels layers no method made (never a prediction or a CRF result)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QPushButton, QSpinBox,
-    QVBoxLayout, QWidget,
-)
+from magicgui.widgets import ComboBox, Container, Label, PushButton
 
 from .._napari.layers import META_KEY, derived_layer_kwargs, layer_label_names, layer_to_volume
-from .._progress import Job
+from ._form import build_form, read_form
+from ._refine_jobs import (
+    RefineParams, RefineRequest, autotune_job, class_probabilities, drop_broken_pool,
+    labels_to_probabilities, preview_job, refine_volume_job, request_problems,
+)
 from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
 
 logger = logging.getLogger(__name__)
 
 SUFFIX = " [attnseg+crf]"
 PREVIEW_SUFFIX = " [attnseg+crf preview]"
-NONE = "(none)"
+ROLE = "crf"
+#: Roles of layers a method made (never the default ground truth, never refined from).
+OUTPUT_ROLES = ("prediction", "crf", "errors", "uncertainty", "baseline", "scribbles")
+__all__ = ["PREVIEW_SUFFIX", "ROLE", "SUFFIX", "RefineParams", "RefineRequest", "RefineWidget",
+           "class_probabilities", "labels_to_probabilities"]
 
 
-@dataclass(frozen=True)
-class RefineConfig:
-    """Inputs read on the GUI thread: probabilities ((C, *spatial) or foreground), image, spacing,
-    the CRF parameters, the image layer's name and the source layer's name."""
-
-    probabilities: np.ndarray
-    image: np.ndarray
-    spacing: tuple[float, ...]
-    params: Any  # CRFParams
-    image_name: str
-    source_name: str
-    slice_index: int | None = None  # preview: the z index refined in 2D
-    ground_truth: np.ndarray | None = None
-
-
-def labels_to_probabilities(labels: np.ndarray, confidence: float) -> np.ndarray:
-    """One-hot probabilities from labels: ``confidence`` on the label, the rest spread evenly."""
-    lab = np.asarray(labels).astype(np.int64)
-    if lab.min(initial=0) < 0:
-        raise ValueError("labels must be >= 0 to build probabilities")
-    c = max(int(lab.max(initial=0)) + 1, 2)
-    other = (1.0 - confidence) / (c - 1)
-    probs = np.full((c,) + lab.shape, other, np.float32)
-    np.put_along_axis(probs, lab[None], np.float32(confidence), axis=0)
-    return probs
-
-
-def class_probabilities(layer: Any, spatial_shape: tuple[int, ...]) -> np.ndarray | None:
-    """The full (C, *spatial) class probabilities the Segment widget keeps in
-    ``layer.metadata["attnseg"]["class_probabilities"]`` for a multi-class model (the layer
-    itself shows only the foreground), or ``None`` when absent or not on ``spatial_shape``."""
+def _role(layer: Any) -> str:
     meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
-    arr = meta.get("class_probabilities") if isinstance(meta, dict) else None
-    if arr is None:
-        return None
-    arr = np.asarray(arr)
-    if arr.ndim != len(spatial_shape) + 1 or tuple(arr.shape[1:]) != tuple(spatial_shape) \
-            or tuple(np.shape(layer.data)) != tuple(spatial_shape):
-        logger.info("ignoring class probabilities of shape %s on '%s' (image %s)", arr.shape,
-                    getattr(layer, "name", "?"), spatial_shape)
-        return None
-    return arr
+    return str(meta.get("role", "")) if isinstance(meta, dict) else ""
 
 
-def _drop_broken_pool(exc: BaseException) -> None:
-    """A CRF worker process died (e.g. killed for memory): the shared slice pool is unusable
-    for good (``BrokenProcessPool``), so drop it and let the next run start a fresh one."""
-    from concurrent.futures import BrokenExecutor
-
-    if isinstance(exc, BrokenExecutor):
-        from ..crf import shutdown_pool
-
-        shutdown_pool()
+def is_probabilities(layer: Any) -> bool:
+    return type(layer).__name__ == "Image" and (
+        _role(layer) == "probabilities" or "probabilit" in layer.name)
 
 
-def preview_job(cfg: RefineConfig) -> Job[tuple[Any, int]]:
-    """Refine one z slice in 2D (the whole image when it is 2D); the boundary band, when set,
-    applies within the slice (so a small object previews faster)."""
-    from ..crf import refine_job
-
-    z = cfg.slice_index
-    probs, img, sp = cfg.probabilities, cfg.image, cfg.spacing
-    if img.ndim == 3 and z is not None:
-        img, sp = img[z], sp[1:]
-        probs = probs[z] if probs.ndim == 3 else probs[:, z]
-    res = yield from refine_job(probs, img, sp, replace(cfg.params, mode="2d"))
-    return res, z
+def is_output(layer: Any) -> bool:
+    """A layer a method made: by its role, its provenance or (older layers) its name."""
+    meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
+    prov = meta.get("provenance") if isinstance(meta, dict) else None
+    prov = prov if isinstance(prov, dict) else {}
+    return (_role(layer) in OUTPUT_ROLES or any(k in prov for k in ("model_id", "crf", "baseline"))
+            or prov.get("kind") == "attnseg prediction" or "[attnseg" in layer.name)
 
 
-class RefineWidget(QWidget):
+class RefineWidget(Container):
     """Dense-CRF refinement of a probability (or labels) layer, guided by an image layer."""
 
-    def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
-        super().__init__(parent)
+    def __init__(self, napari_viewer: Any):
+        super().__init__(scrollable=False)
         self.viewer = napari_viewer
-        self.source_combo = QComboBox()
-        self.image_combo = QComboBox()
-        self.gt_combo = QComboBox()
-        self.confidence_spin = self._dspin(0.51, 0.99, 0.8, 2)
-        self.sxy_gaussian_spin = self._dspin(0.1, 100, 1.0, 2, " mm")
-        self.gaussian_weight_spin = self._dspin(0, 100, 2.0, 2)
-        self.sxy_bilateral_spin = self._dspin(0.1, 500, 5.0, 2, " mm")
-        self.srgb_spin = self._dspin(0.5, 255, 20.0, 1)
-        self.bilateral_weight_spin = self._dspin(0, 100, 3.0, 2)
-        self.iterations_spin = QSpinBox()
-        self.iterations_spin.setRange(1, 50)
-        self.iterations_spin.setValue(5)
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(["auto", "2d", "3d"])
-        self.band_spin = self._dspin(0, 200, 0.0, 1, " mm")
-        self.band_spin.setSpecialValueText("off (whole volume)")
-        self.workers_spin = QSpinBox()
-        self.workers_spin.setRange(1, 64)
-        self.workers_spin.setValue(2)
-        self.preview_button = QPushButton("Preview current slice")
-        self.refine_button = QPushButton("Refine volume")
-        self.autotune_button = QPushButton("Auto-tune")
+        self.source = ComboBox(label="Probabilities / labels", choices=self._source_choices)
+        self.image = ComboBox(label="Image", choices=self._image_choices)
+        self.ground_truth = ComboBox(label="Ground truth (auto-tune)", choices=self._gt_choices)
+        self.pickers = Container(widgets=[self.source, self.image, self.ground_truth],
+                                 labels=True)
+        self.form = build_form(RefineParams, labels=True)
+        self.preview_button = PushButton(text="Preview current slice")
+        self.refine_button = PushButton(text="Refine volume")
+        self.autotune_button = PushButton(text="Auto-tune")
+        self.reset_button = PushButton(text="Reset to defaults")
+        buttons = Container(widgets=[self.preview_button, self.refine_button,
+                                     self.autotune_button], layout="horizontal", labels=False)
+        self.info = Label(value="")
+        self.extend([self.pickers, self.form, self.reset_button, buttons, self.info])
         self.progress = ProgressPanel()
         self.status = self.progress.status  # one line for progress and results (not twice)
+        self.native.layout().addWidget(self.progress)
         self.runner: JobRunner | None = None
         self.last_result: Any = None
         self.last_autotune: Any = None
 
-        form = QFormLayout()
-        form.addRow("Probabilities / labels", self.source_combo)
-        form.addRow("Confidence (labels input)", self.confidence_spin)
-        form.addRow("Image", self.image_combo)
-        form.addRow("Smoothness bandwidth", self.sxy_gaussian_spin)
-        form.addRow("Smoothness weight", self.gaussian_weight_spin)
-        form.addRow("Appearance bandwidth", self.sxy_bilateral_spin)
-        form.addRow("Intensity bandwidth (0..255)", self.srgb_spin)
-        form.addRow("Appearance weight", self.bilateral_weight_spin)
-        form.addRow("Iterations", self.iterations_spin)
-        form.addRow("Mode", self.mode_combo)
-        form.addRow("Boundary band", self.band_spin)
-        form.addRow("Workers", self.workers_spin)
-        form.addRow("Ground truth (auto-tune)", self.gt_combo)
-        row = QHBoxLayout()
-        row.addWidget(self.preview_button)
-        row.addWidget(self.refine_button)
-        row.addWidget(self.autotune_button)
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addLayout(row)
-        lay.addWidget(self.progress)
-        lay.addStretch(1)
+        self.preview_button.changed.connect(lambda *_: self.preview())
+        self.refine_button.changed.connect(lambda *_: self.refine_volume())
+        self.autotune_button.changed.connect(lambda *_: self.autotune())
+        self.reset_button.changed.connect(lambda *_: self.reset_defaults())
+        self.image.changed.connect(lambda *_: self.apply_modality_preset())
+        self.source.changed.connect(self._source_changed)
+        self.pickers.changed.connect(lambda *_: self.update_info())
+        self.form.changed.connect(lambda *_: self.update_info())
+        self.viewer.layers.events.inserted.connect(self._layers_changed)
+        self.viewer.layers.events.removed.connect(self._layers_changed)
+        self._layers_changed()
+        self.reset_defaults()
 
-        self.preview_button.clicked.connect(self.preview)
-        self.refine_button.clicked.connect(self.refine_volume)
-        self.autotune_button.clicked.connect(self.autotune)
-        self.image_combo.currentTextChanged.connect(self._apply_modality_defaults)
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
-        self._refresh_layers()
-
-    @staticmethod
-    def _dspin(lo: float, hi: float, value: float, decimals: int,
-               suffix: str = "") -> QDoubleSpinBox:
-        s = QDoubleSpinBox()
-        s.setRange(lo, hi)
-        s.setDecimals(decimals)
-        s.setValue(value)
-        if suffix:
-            s.setSuffix(suffix)
-        return s
+    # Qt handles of the pickers and fields, for scripts and benchmarks (``setCurrentText``,
+    # ``setValue``, ``click``); the magicgui widgets above are the API.
+    source_combo = property(lambda self: self.source.native)
+    image_combo = property(lambda self: self.image.native)
+    gt_combo = property(lambda self: self.ground_truth.native)
+    mode_combo = property(lambda self: self.form.mode.native)
+    iterations_spin = property(lambda self: self.form.iterations.native)
+    workers_spin = property(lambda self: self.form.workers.native)
 
     # ------------------------------------------------------------------ layer choices
-    def _refresh_layers(self, event: Any = None) -> None:
-        images = [ly.name for ly in self.viewer.layers if type(ly).__name__ == "Image"]
-        labels = [ly.name for ly in self.viewer.layers if type(ly).__name__ == "Labels"
+    def _source_choices(self, *_: Any) -> list:
+        layers = list(self.viewer.layers)
+        probs = [ly for ly in layers if is_probabilities(ly)]
+        labels = [ly for ly in layers if type(ly).__name__ == "Labels" and _role(ly) != ROLE
                   and not ly.name.endswith((SUFFIX, PREVIEW_SUFFIX))]
-        plain = [n for n in images if "probabilit" not in n]
-        probs = [n for n in images if "probabilit" in n] + labels + plain
-        self._fill(self.source_combo, probs, prefer=" [attnseg] probabilities")
-        self._fill(self.image_combo, plain)
-        self._fill(self.gt_combo, [NONE] + labels)
+        images = [ly for ly in layers if type(ly).__name__ == "Image" and not is_probabilities(ly)]
+        return [(ly.name, ly) for ly in probs + labels + images]
 
-    @staticmethod
-    def _fill(combo: QComboBox, names: list[str], prefer: str = "") -> None:
-        """Refill ``combo`` keeping its choice, except that a newly added layer whose name ends
-        with ``prefer`` (a new segmentation's probabilities) is selected."""
-        current = combo.currentText()
-        before = {combo.itemText(i) for i in range(combo.count())}
-        combo.blockSignals(True)
-        combo.clear()
-        combo.addItems(names)
-        new = [n for n in names if prefer and n.endswith(prefer) and n not in before]
-        if new:
-            combo.setCurrentText(new[-1])
-        elif current in names:
-            combo.setCurrentText(current)
-        elif prefer:
-            for n in names:
-                if n.endswith(prefer):
-                    combo.setCurrentText(n)
-                    break
-        combo.blockSignals(False)
-        if combo.currentText() != current:
-            combo.currentTextChanged.emit(combo.currentText())
+    def _image_choices(self, *_: Any) -> list:
+        return [(ly.name, ly) for ly in self.viewer.layers
+                if type(ly).__name__ == "Image" and not is_probabilities(ly)
+                and _role(ly) not in OUTPUT_ROLES]
 
-    def _apply_modality_defaults(self, name: str = "") -> None:
-        from ..crf.dense_crf import default_params
+    def _gt_choices(self, *_: Any) -> list:
+        return [(ly.name, ly) for ly in self.viewer.layers
+                if type(ly).__name__ == "Labels" and not is_output(ly)]
 
-        if not name or name not in self.viewer.layers:
+    def _layers_changed(self, event: Any = None) -> None:
+        self.reset_choices()
+        new = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
+        if new is not None and is_probabilities(new):
+            self.source.value = new  # a new segmentation's probabilities: refine those
+        self.update_info()
+
+    def _source_changed(self, source: Any) -> None:
+        """Pick the image the source was made from (``<image> [...]``), when it is there."""
+        if source is None:
             return
-        meta = (self.viewer.layers[name].metadata or {}).get(META_KEY, {})
-        modality = meta.get("modality", "") if isinstance(meta, dict) else ""
-        try:
-            self.set_params(default_params(modality or ""))
-        except ValueError:
-            self.set_params(default_params(""))
+        stem = source.name.split(" [")[0]
+        self.image.reset_choices()  # (the source may refresh first)
+        for ly in self.image.choices:
+            if ly.name == stem:
+                self.image.value = ly
+
+    # ------------------------------------------------------------------ form
+    def settings(self) -> RefineParams:
+        return read_form(self.form, RefineParams)
+
+    def show_settings(self, s: RefineParams) -> None:
+        """Show ``s`` in the form (values clamped to the fields' limits)."""
+        for f in dataclasses.fields(RefineParams):
+            w, v = getattr(self.form, f.name), getattr(s, f.name)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and hasattr(w, "max"):
+                v = type(v)(min(max(v, w.min), w.max))
+            w.value = v
+
+    def modality(self) -> str:
+        meta = (getattr(self.image.value, "metadata", None) or {}).get(META_KEY)
+        return str(meta.get("modality", "") or "") if isinstance(meta, dict) else ""
+
+    def reset_defaults(self) -> None:
+        """The defaults, with the CRF preset of the chosen image's modality."""
+        self.show_settings(RefineParams.for_modality(self.modality()))
+
+    def apply_modality_preset(self) -> None:
+        """The CRF fields from the chosen image's modality preset (confidence and workers kept)."""
+        self.set_params(RefineParams.for_modality(self.modality()).as_core())
 
     def set_params(self, p: Any) -> None:
-        """Show ``p`` (a CRFParams) in the spinboxes."""
-        self.sxy_gaussian_spin.setValue(p.sxy_gaussian_mm)
-        self.gaussian_weight_spin.setValue(p.gaussian_weight)
-        self.sxy_bilateral_spin.setValue(p.sxy_bilateral_mm)
-        self.srgb_spin.setValue(p.srgb_bilateral)
-        self.bilateral_weight_spin.setValue(p.bilateral_weight)
-        self.iterations_spin.setValue(p.iterations)
-        self.mode_combo.setCurrentText(p.mode)
-        self.band_spin.setValue(p.band_mm or 0.0)
+        """Show ``p`` (a CRFParams) in the form (the labels confidence is kept)."""
+        self.show_settings(self.settings().with_core(p))
 
     def params(self) -> Any:
-        from ..crf.dense_crf import CRFParams
+        """The CRFParams the form shows."""
+        return self.settings().as_core()
 
-        band = self.band_spin.value()
-        return CRFParams(
-            sxy_gaussian_mm=self.sxy_gaussian_spin.value(),
-            gaussian_weight=self.gaussian_weight_spin.value(),
-            sxy_bilateral_mm=self.sxy_bilateral_spin.value(),
-            srgb_bilateral=self.srgb_spin.value(),
-            bilateral_weight=self.bilateral_weight_spin.value(),
-            iterations=self.iterations_spin.value(),
-            mode=self.mode_combo.currentText(),
-            band_mm=band if band > 0 else None,
-            workers=self.workers_spin.value(),
-        )
+    def problems(self, need_truth: bool = False) -> list[str]:
+        return request_problems(self.source.value, self.image.value, self.ground_truth.value,
+                                need_truth) + self.settings().problems()
+
+    def update_info(self) -> None:
+        """The info line says what is missing; the buttons run only when nothing is."""
+        problems = self.problems()
+        self.info.value = "; ".join(problems)
+        for b in (self.preview_button, self.refine_button):
+            b.enabled = not problems
+        self.autotune_button.enabled = not self.problems(need_truth=True)
 
     # ------------------------------------------------------------------ snapshot
-    def config(self, preview: bool = False, with_gt: bool = False) -> RefineConfig:
+    def config(self, preview: bool = False, with_gt: bool = False) -> RefineRequest:
         """Read the layers and parameters (GUI thread); ValueError names what is missing."""
-        src_name, img_name = self.source_combo.currentText(), self.image_combo.currentText()
-        if not src_name or src_name not in self.viewer.layers:
-            raise ValueError("Choose a probability (or labels) layer to refine")
-        if not img_name or img_name not in self.viewer.layers:
-            raise ValueError("Choose the image layer the segmentation was made from")
-        src, img_layer = self.viewer.layers[src_name], self.viewer.layers[img_name]
+        problems = self.problems(need_truth=with_gt)
+        if problems:
+            raise ValueError(problems[0])
+        src, img_layer = self.source.value, self.image.value
         image = np.asarray(img_layer.data)
         vol = layer_to_volume(img_layer, image)
         data = np.asarray(src.data)
         from ..io.validate import require_same_grid
 
-        if data.shape == image.shape:  # same shape: it must also lie on the image (shape mismatches: below)
-            require_same_grid(layer_to_volume(src, data), vol, f"layer '{src_name}'", f"image '{img_name}'")
+        if data.shape == image.shape:  # same shape: it must also lie on the image
+            require_same_grid(layer_to_volume(src, data), vol, f"layer '{src.name}'",
+                              f"image '{img_layer.name}'")
+        settings = self.settings()
         if type(src).__name__ == "Labels":
-            if data.shape != image.shape:
-                raise ValueError(f"Labels '{src_name}' has shape {data.shape} but image "
-                                 f"'{img_name}' has {image.shape}")
-            probs = labels_to_probabilities(data, self.confidence_spin.value())
+            probs = labels_to_probabilities(data, settings.confidence)
         else:
             probs = class_probabilities(src, image.shape)
             if probs is None:
                 probs = data
-        z = None
-        if preview and image.ndim == 3:
-            z = self._current_z(img_layer, image.shape[0])
-        gt = None
-        if with_gt:
-            gt_name = self.gt_combo.currentText()
-            if gt_name in ("", NONE) or gt_name not in self.viewer.layers:
-                raise ValueError("Choose a ground-truth Labels layer for auto-tune")
-            gt = np.asarray(self.viewer.layers[gt_name].data)
-        return RefineConfig(probabilities=probs, image=image, spacing=tuple(vol.spacing),
-                            params=self.params(), image_name=img_name, source_name=src_name,
-                            slice_index=z, ground_truth=gt)
+        z = self._current_z(img_layer, image.shape[0]) if preview and image.ndim == 3 else None
+        gt = np.asarray(self.ground_truth.value.data) if with_gt else None
+        return RefineRequest(probabilities=probs, image=image, spacing=tuple(vol.spacing),
+                             params=settings.as_core(), image_layer=img_layer, source_layer=src,
+                             slice_index=z, ground_truth=gt)
 
     def _current_z(self, layer: Any, nz: int) -> int:
         try:
@@ -296,10 +226,10 @@ class RefineWidget(QWidget):
             notify_error(RuntimeError("a CRF job is already running"), context)
             return None
         self.runner = JobRunner(factory, self.progress, on_result=on_result, context=context,
-                                on_error=_drop_broken_pool)
+                                on_error=drop_broken_pool)
         return self.runner.run_sync() if sync else self.runner.start()
 
-    def _snapshot(self, context: str, **kw: Any) -> RefineConfig | None:
+    def _snapshot(self, context: str, **kw: Any) -> RefineRequest | None:
         try:
             return self.config(**kw)
         except ValueError as exc:
@@ -309,73 +239,66 @@ class RefineWidget(QWidget):
 
     def preview(self, sync: bool = False) -> Any:
         """Refine the current slice in 2D into ``<image> [attnseg+crf preview]``."""
-        cfg = self._snapshot("CRF preview", preview=True)
-        if cfg is None:
+        req = self._snapshot("CRF preview", preview=True)
+        if req is None:
             return None
-        return self._start(lambda: preview_job(cfg), lambda r: self._show_preview(cfg, r),
+        return self._start(lambda: preview_job(req), lambda r: self._show_preview(req, r),
                            "CRF preview", sync)
 
     def refine_volume(self, sync: bool = False) -> Any:
         """Refine the whole volume into ``<image> [attnseg+crf]``."""
-        from ..crf import refine_job
-
-        cfg = self._snapshot("CRF refine")
-        if cfg is None:
+        req = self._snapshot("CRF refine")
+        if req is None:
             return None
-        return self._start(
-            lambda: refine_job(cfg.probabilities, cfg.image, cfg.spacing, cfg.params),
-            lambda r: self._show_result(cfg, r), "CRF refine", sync)
+        return self._start(lambda: refine_volume_job(req), lambda r: self._show_result(req, r),
+                           "CRF refine", sync)
 
     def autotune(self, sync: bool = False) -> Any:
         """Search parameters maximising Dice against the ground-truth layer; shows the best."""
-        from ..crf import autotune_job
-
-        cfg = self._snapshot("CRF auto-tune", with_gt=True)
-        if cfg is None:
+        req = self._snapshot("CRF auto-tune", with_gt=True)
+        if req is None:
             return None
-        return self._start(
-            lambda: autotune_job(cfg.probabilities, cfg.image, cfg.spacing, cfg.ground_truth,
-                                 base=cfg.params),
-            self._show_autotune, "CRF auto-tune", sync)
+        return self._start(lambda: autotune_job(req), self._show_autotune, "CRF auto-tune", sync)
 
     # ------------------------------------------------------------------ results (GUI thread)
-    def _provenance(self, cfg: RefineConfig, res: Any) -> dict[str, Any]:
-        return {"crf": {"params": res.params.to_dict(), "n_changed": res.n_changed,
-                        "seconds": round(res.seconds, 3), "source": cfg.source_name}}
+    def _output_kwargs(self, req: RefineRequest, res: Any, name: str, shape: tuple) -> dict:
+        prov = {"crf": {"params": res.params.to_dict(), "n_changed": res.n_changed,
+                        "seconds": round(res.seconds, 3), "source": req.source_name}}
+        kwargs = derived_layer_kwargs(req.image_layer, name, prov, shape=shape)
+        meta = kwargs["metadata"][META_KEY]
+        meta["role"] = ROLE
+        # the refined labels mean what the source's classes meant (Compare names them); always
+        # set (also to {}): a re-run from another source must not keep stale names
+        meta["label_names"] = {str(k): v for k, v in layer_label_names(req.source_layer).items()}
+        return kwargs
 
-    def _show_result(self, cfg: RefineConfig, res: Any) -> None:
+    def _still_there(self, req: RefineRequest) -> bool:
+        if req.image_layer in self.viewer.layers:
+            return True
+        self.status.setText(f"The image '{req.image_name}' was removed; nothing shown")
+        return False
+
+    def _show_result(self, req: RefineRequest, res: Any) -> None:
         self.last_result = res
-        img_layer = self.viewer.layers[cfg.image_name]
-        kwargs = derived_layer_kwargs(img_layer, cfg.image_name + SUFFIX,
-                                      self._provenance(cfg, res), shape=res.labels.shape)
-        self._carry_label_names(kwargs, cfg.source_name)
+        if not self._still_there(req):
+            return
+        kwargs = self._output_kwargs(req, res, req.image_name + SUFFIX, res.labels.shape)
         upsert_layer(self.viewer, res.labels, kwargs, "labels")
         pct = 100.0 * res.n_changed / max(res.labels.size, 1)
         self.status.setText(f"CRF changed {res.n_changed} voxels ({pct:.2f}%) in "
                             f"{res.seconds:.2f} s ({res.params.mode})")
 
-    def _carry_label_names(self, kwargs: dict, source_name: str) -> None:
-        """The refined labels mean what the source's classes meant: keep their names (the
-        Compare table then shows "1 (organ)" for the CRF result too)."""
-        names = {}
-        if source_name in self.viewer.layers:
-            names = layer_label_names(self.viewer.layers[source_name])
-        # always set (also to {}): a re-run from another source must not keep stale names
-        meta = kwargs.setdefault("metadata", {}).setdefault(META_KEY, {})
-        meta["label_names"] = {str(k): v for k, v in names.items()}
-
-    def _show_preview(self, cfg: RefineConfig, out: Any) -> None:
+    def _show_preview(self, req: RefineRequest, out: Any) -> None:
         res, z = out
         self.last_result = res
-        img_layer = self.viewer.layers[cfg.image_name]
+        if not self._still_there(req):
+            return
         labels = res.labels
         if z is not None:
-            full = np.zeros(cfg.image.shape, labels.dtype)
+            full = np.zeros(req.image.shape, labels.dtype)
             full[z] = labels
             labels = full
-        kwargs = derived_layer_kwargs(img_layer, cfg.image_name + PREVIEW_SUFFIX,
-                                      self._provenance(cfg, res), shape=labels.shape)
-        self._carry_label_names(kwargs, cfg.source_name)
+        kwargs = self._output_kwargs(req, res, req.image_name + PREVIEW_SUFFIX, labels.shape)
         upsert_layer(self.viewer, labels, kwargs, "labels")
         where = f"slice {z}" if z is not None else "image"
         self.status.setText(f"Preview ({where}): {res.n_changed} voxels changed in "

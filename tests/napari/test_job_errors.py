@@ -104,7 +104,7 @@ def _refine(make_napari_viewer, qtbot, tmp_path):
     viewer.add_image(np.stack([1 - fg, fg]), name="scan [attnseg] probabilities",
                      scale=(1.0, 3.0, 0.8, 0.8))
     w = RefineWidget(viewer)
-    qtbot.addWidget(w)
+    qtbot.addWidget(w.native)  # a magicgui Container
     w.source_combo.setCurrentText("scan [attnseg] probabilities")
     w.image_combo.setCurrentText("scan")
     w.mode_combo.setCurrentText("3d")
@@ -137,7 +137,7 @@ def _baselines(make_napari_viewer, qtbot, tmp_path):
     img[1:3, 4:10, 4:10] = 100.0
     viewer.add_image(img, name="ct")
     w = BaselinesWidget(viewer)
-    qtbot.addWidget(w)
+    qtbot.addWidget(w.native)  # a magicgui Container
     w.method_combo.setCurrentText("Otsu")
     w.make_runner().run_sync()
     return viewer, w, w.run

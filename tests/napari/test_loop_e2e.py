@@ -111,7 +111,7 @@ def test_product_loop_end_to_end(make_napari_viewer, qtbot, scan_files, tiny_mod
     compare = CompareWidget(viewer)
     tune = FinetuneWidget(viewer)
     for w in (seg, refine, compare, tune):
-        qtbot.addWidget(w)
+        qtbot.addWidget(getattr(w, "native", w))  # a QWidget or a magicgui Container
 
     # 2. segment with the registry's default model (sync path of the same JobRunner)
     seg.image_combo.setCurrentText("ct")

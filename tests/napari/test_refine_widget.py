@@ -35,7 +35,7 @@ def _widget(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     gt, fg = _scene(viewer)
     w = RefineWidget(viewer)
-    qtbot.addWidget(w)
+    qtbot.addWidget(w.native)
     return viewer, w, gt, fg
 
 
@@ -43,16 +43,17 @@ def test_defaults_and_choices(make_napari_viewer, qtbot):
     from napari_attnseg.crf import default_params
 
     viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
-    assert w.source_combo.currentText() == "scan [attnseg] probabilities"
-    assert w.image_combo.currentText() == "scan"
+    assert w.source.value is viewer.layers["scan [attnseg] probabilities"]
+    assert w.image.value is viewer.layers["scan"]
     mr = default_params("MR")
-    assert w.sxy_bilateral_spin.value() == pytest.approx(mr.sxy_bilateral_mm)
+    assert w.form.sxy_bilateral_mm.value == pytest.approx(mr.sxy_bilateral_mm)
     assert w.params().srgb_bilateral == pytest.approx(mr.srgb_bilateral)
+    assert w.params().srgb_bilateral != pytest.approx(default_params("").srgb_bilateral)
 
 
 def test_refine_sync_geometry_provenance_and_rerun_in_place(make_napari_viewer, qtbot):
     viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
-    w.mode_combo.setCurrentText("2d")
+    w.form.mode.value = "2d"
     res = w.refine_volume(sync=True)
     out = viewer.layers["scan" + SUFFIX]
     src = viewer.layers["scan"]
@@ -64,7 +65,7 @@ def test_refine_sync_geometry_provenance_and_rerun_in_place(make_napari_viewer, 
     assert prov["params"]["mode"] == "2d" and prov["n_changed"] == res.n_changed
     assert str(res.n_changed) in w.status.text()
     n_layers = len(viewer.layers)
-    w.iterations_spin.setValue(2)
+    w.form.iterations.value = 2
     w.refine_volume(sync=True)
     assert len(viewer.layers) == n_layers
     assert viewer.layers["scan" + SUFFIX].metadata[META_KEY]["provenance"]["crf"]["params"][
@@ -73,7 +74,7 @@ def test_refine_sync_geometry_provenance_and_rerun_in_place(make_napari_viewer, 
 
 def test_labels_input_and_preview(make_napari_viewer, qtbot):
     viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
-    w.source_combo.setCurrentText("scan [attnseg]")
+    w.source.value = viewer.layers["scan [attnseg]"]
     viewer.dims.set_current_step(viewer.dims.ndim - 3, 3)  # z (a 4D probs layer adds C)
     w.preview(sync=True)
     prev = viewer.layers["scan" + PREVIEW_SUFFIX]
@@ -93,11 +94,11 @@ def test_autotune_sync_sets_best_parameters(make_napari_viewer, qtbot, monkeypat
 
     viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
     monkeypatch.setattr(at, "default_grid", lambda base: {"bilateral_weight": [1.0, 8.0]})
-    w.mode_combo.setCurrentText("2d")
-    w.gt_combo.setCurrentText("truth")
+    w.form.mode.value = "2d"
+    w.ground_truth.value = viewer.layers["truth"]
     res = w.autotune(sync=True)
     assert len(res.trials) == 3
-    assert w.bilateral_weight_spin.value() == pytest.approx(res.best_params.bilateral_weight)
+    assert w.form.bilateral_weight.value == pytest.approx(res.best_params.bilateral_weight)
     assert "Auto-tune" in w.status.text()
 
 
@@ -106,14 +107,14 @@ def test_missing_inputs_are_reported_not_raised(make_napari_viewer, qtbot, monke
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
     viewer = make_napari_viewer()
     w = RefineWidget(viewer)
-    qtbot.addWidget(w)
+    qtbot.addWidget(w.native)
     assert w.refine_volume(sync=True) is None
     assert shown and "Choose" in shown[0]
 
 
 def test_real_thread_run_does_not_block(make_napari_viewer, qtbot):
     viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
-    w.mode_combo.setCurrentText("3d")
+    w.form.mode.value = "3d"
     worker = w.refine_volume()
     assert worker is not None
     qtbot.waitUntil(lambda: ("scan" + SUFFIX) in viewer.layers, timeout=30000)
@@ -126,19 +127,20 @@ def test_real_thread_run_does_not_block(make_napari_viewer, qtbot):
 def test_new_segmentation_probabilities_are_preselected_and_results_shown_once(
         make_napari_viewer, qtbot):
     viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
-    w.source_combo.setCurrentText("truth")  # the user's earlier choice
+    w.source.value = viewer.layers["truth"]  # the user's earlier choice
     viewer.layers["truth"].name = "truth"  # a refresh keeps the choice
+    assert w.source.value is viewer.layers["truth"]
     viewer.add_image(fg.astype(np.float32), name="other [attnseg] probabilities")
-    assert w.source_combo.currentText() == "other [attnseg] probabilities"
+    assert w.source.value is viewer.layers["other [attnseg] probabilities"]
     viewer.add_labels(gt, name="more")  # other insertions keep the choice
-    assert w.source_combo.currentText() == "other [attnseg] probabilities"
+    assert w.source.value is viewer.layers["other [attnseg] probabilities"]
     # one status line: progress and result messages share it
     assert w.status is w.progress.status
-    w.source_combo.setCurrentText("scan [attnseg] probabilities")
-    w.mode_combo.setCurrentText("2d")
+    w.source.value = viewer.layers["scan [attnseg] probabilities"]
+    w.form.mode.value = "2d"
     w.refine_volume(sync=True)
     assert w.progress.status.text().startswith("CRF changed")
-    texts = [lbl.text() for lbl in w.findChildren(type(w.status)) if lbl.text()]
+    texts = [lbl.text() for lbl in w.native.findChildren(type(w.status)) if lbl.text()]
     assert sum("CRF changed" in t for t in texts) == 1
 
 
@@ -149,15 +151,88 @@ def test_refined_layer_keeps_the_source_label_names(make_napari_viewer, qtbot):
     viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
     viewer.layers["scan [attnseg] probabilities"].metadata[META_KEY] = {
         "provenance": {"label_names": {"0": "background", "1": "tumour"}}}
-    w.source_combo.setCurrentText("scan [attnseg] probabilities")
-    w.image_combo.setCurrentText("scan")
-    w.mode_combo.setCurrentText("2d")
+    w.source.value = viewer.layers["scan [attnseg] probabilities"]
+    w.image.value = viewer.layers["scan"]
+    w.form.mode.value = "2d"
     w.refine_volume(sync=True)
     refined = viewer.layers["scan" + SUFFIX]
     assert layer_label_names(refined) == {0: "background", 1: "tumour"}
     w.preview(sync=True)
     assert layer_label_names(viewer.layers["scan" + PREVIEW_SUFFIX])[1] == "tumour"
     # a source without names adds none
-    w.source_combo.setCurrentText("truth")
+    w.source.value = viewer.layers["truth"]
     w.refine_volume(sync=True)
     assert layer_label_names(viewer.layers["scan" + SUFFIX]) == {}
+
+
+def test_docked_pickers_track_roles_and_ground_truth_never_defaults_to_an_output(
+        make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    w = RefineWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.source.value is None and w.image.value is None and w.ground_truth.value is None
+    assert not w.refine_button.enabled and not w.autotune_button.enabled
+    assert "Choose" in w.info.value
+    gt, fg = _scene(viewer)
+    assert w.refine_button.enabled and w.preview_button.enabled and w.info.value == ""
+    # a prediction with a plain name is known by its role; "scan [attnseg]" by its name
+    pred = viewer.add_labels(gt, name="model output",
+                             metadata={META_KEY: {"role": "prediction"}})
+    assert w.ground_truth.value is viewer.layers["truth"]
+    assert pred not in w.ground_truth.choices and viewer.layers["scan [attnseg]"] not in \
+        w.ground_truth.choices
+    assert w.autotune_button.enabled
+    w.form.mode.value = "2d"
+    w.refine_volume(sync=True)
+    out = viewer.layers["scan" + SUFFIX]
+    assert out.metadata[META_KEY]["role"] == "crf"
+    assert out not in w.ground_truth.choices and out not in w.source.choices
+    viewer.layers.remove("truth")
+    assert w.ground_truth.value is None and not w.autotune_button.enabled
+    assert w.refine_button.enabled  # refining needs no ground truth
+    viewer.layers.remove("scan")
+    assert w.image.value is None and not w.refine_button.enabled
+
+
+def test_form_is_built_from_the_params_dataclass_and_resets_to_the_modality_preset(
+        make_napari_viewer, qtbot):
+    from napari_attnseg.crf import CRFParams, default_params
+    from napari_attnseg.widgets.refine import RefineParams
+
+    # the dataclass defaults are the core defaults; band 0 means "off"
+    assert RefineParams().as_core() == CRFParams()
+    assert RefineParams(band_mm=2.5).as_core().band_mm == 2.5
+    viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
+    assert (w.form.iterations.min, w.form.iterations.max) == (1, 50)
+    assert w.form.confidence.min == pytest.approx(0.51)
+    assert list(w.form.mode.choices) == ["auto", "2d", "3d"]
+    w.form.srgb_bilateral.value = 99.0
+    w.form.confidence.value = 0.6
+    w.form.workers.value = 5
+    w.form.band_mm.value = 4.0
+    assert w.params().band_mm == 4.0 and w.params().workers == 5
+    w.reset_button.changed.emit(True)
+    mr = default_params("MR")
+    assert w.form.srgb_bilateral.value == pytest.approx(mr.srgb_bilateral)
+    assert w.form.confidence.value == pytest.approx(0.8)
+    assert w.params().band_mm is None and w.params().workers == 2
+    # a US image: the US preset (2D mode), the labels confidence kept
+    w.form.confidence.value = 0.7
+    us = viewer.add_image(np.zeros((6, 40, 40), np.float32), name="us",
+                          metadata={META_KEY: {"modality": "US"}})
+    w.image.value = us
+    assert w.params() == default_params("US")
+    assert w.form.confidence.value == pytest.approx(0.7)
+
+
+def test_qt_handles_drive_the_form(make_napari_viewer, qtbot):
+    """Scripts and benchmarks set fields through Qt (``setCurrentText``/``setValue``)."""
+    viewer, w, gt, fg = _widget(make_napari_viewer, qtbot)
+    w.mode_combo.setCurrentText("3d")
+    w.iterations_spin.setValue(7)
+    w.workers_spin.setValue(3)
+    w.source_combo.setCurrentText("scan [attnseg]")
+    p = w.params()
+    assert (p.mode, p.iterations, p.workers) == ("3d", 7, 3)
+    assert w.source.value is viewer.layers["scan [attnseg]"]
+    assert w.config().probabilities.shape == (2,) + gt.shape  # labels -> one-hot
