@@ -147,3 +147,50 @@ def test_cardiac_mr_model_segments_a_held_out_acdc_patient_and_ignores_intensity
     assert np.mean(dices) > 0.8, dices
     scaled = image.with_data(np.asarray(image.data, np.float32) * 1000 + 50)
     assert np.array_equal(predict(model, scaled).labels, labels)
+
+
+def test_headneck_ct_model_is_the_ct_default_and_its_card_states_terms_and_scores(tmp_path):
+    from napari_attnseg.model.choose import choose_model
+
+    folder = SHIPPED_ROOT / "openkbp-headneck-ct-2d" / "1"
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "non-commercial" in card.lower() and "Babier" in card and "partial" in card.lower()
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert config["modality"] == "CT" and config["anatomy"] == "head and neck"
+    assert config["label_names"] == {
+        "0": "background", "1": "brainstem", "2": "spinal cord", "3": "right parotid",
+        "4": "left parotid", "5": "esophagus", "6": "larynx", "7": "mandible"}
+    test = config["provenance"]["test"]
+    assert test["n_volumes"] == 20 and len(test["test_subjects"]) == 20
+    assert not set(test["test_subjects"]) & set(config["provenance"]["train_cases"]
+                                                 + config["provenance"]["val_cases"])
+    reg = ModelRegistry(root=tmp_path / "user")
+    for anatomy in ("", "head and neck"):  # a real CT of unknown anatomy: not the phantom demo
+        c = choose_model("CT", anatomy, registry=reg)
+        assert c.info is not None and c.info.name == "openkbp-headneck-ct-2d", (anatomy, c.message)
+    c = choose_model("CT", "abdomen", registry=reg)  # another anatomy: none, said plainly
+    assert c.info is None and "abdomen" in c.message
+    c = choose_model("CT", "phantom", registry=reg)
+    assert c.info is not None and c.info.name == DEFAULT_NAME
+
+
+@pytest.mark.shared_data
+def test_headneck_ct_model_segments_a_held_out_openkbp_patient():
+    import os
+
+    data = Path(os.environ.get("ATTNSEG_DATA", ROOT.parent / "shared" / "data")) / "openkbp_ct"
+    img_path = data / "imagesTr" / "openkbp_009.nii.gz"  # a test patient (splits.py)
+    if not img_path.is_file():
+        pytest.skip(f"{img_path} is absent (OpenKBP in ../shared/data)")
+    from napari_attnseg.inference.predictor import predict
+    from napari_attnseg.io import read_volume
+    from napari_attnseg.model.checkpoint import load_model
+
+    contoured = {e["image"].rsplit("/", 1)[-1]: e["contoured"]
+                 for e in json.loads((data / "dataset.json").read_text())["training"]}
+    model = load_model(SHIPPED_ROOT / "openkbp-headneck-ct-2d" / "1")
+    labels = predict(model, read_volume(img_path)).labels
+    gt = np.asarray(read_volume(data / "labelsTr" / img_path.name).data)
+    dices = [_dice(labels == c, gt == c) for c in contoured[img_path.name]]
+    # measured 0.732 (benchmarks/results/openkbp_test.json); margin for platform noise
+    assert np.mean(dices) > 0.68, dices
