@@ -61,7 +61,7 @@ hc18)
     [ -d "$WORK/hc18_x2_train" ] || "$PY" -c "from napari_attnseg.benchmark.datasets import write_hc18_downsampled as w; import sys; w(sys.argv[1], sys.argv[2], 2, 0)" "$DATA/hc18" "$WORK/hc18_x2_train"
     "$ATTNSEG" train "$WORK/hc18_x2_train" -o "$WORK/hc18-ultrasound-2d" --checkpoint-dir "$WORK/hc18.ckpt" $RES \
         --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 256 384 --batch-size 4 \
-        --epochs ${HC18_EPOCHS:-40} --steps-per-epoch 100 --max-seconds ${HC18_SECONDS:-3300} --val-fraction 0.1 --patience 0 \
+        --epochs ${HC18_EPOCHS:-24} --steps-per-epoch 100 --max-seconds ${HC18_SECONDS:-3300} --val-fraction 0.1 --patience 0 \
         --seed 0 --threads 2 -q
     # the model sees images at 1/2 resolution (inference resizes and back) and keeps one filled
     # head per image, fitted by an ellipse (the masks are drawn ellipses)

@@ -23,7 +23,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("nii.gz", "nii", "seg.nrrd", "dcm")
+FORMATS = ("nii.gz", "nii", "seg.nrrd", "dcm", "rtstruct.dcm")
 #: an output name ending in one of these is a file, not an output folder
 FILE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".dcm", ".mha", ".mhd")
 
@@ -47,8 +47,8 @@ def add_folder_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-parts", type=_at_least(1), default=None,
                        help="number of parts the cases are split into (SLURM array size)")
     group.add_argument("--format", default="nii.gz", choices=FORMATS,
-                       help="output format per case (default nii.gz; dcm: DICOM-SEG for DICOM "
-                            "cases)")
+                       help="output format per case (default nii.gz; dcm: DICOM-SEG, rtstruct.dcm: "
+                            "RTSTRUCT, both for DICOM cases)")
     group.add_argument("--overwrite", action="store_true",
                        help="segment cases whose output exists (default: keep them, resume)")
     from ._cluster import add_cluster_arguments

@@ -144,3 +144,17 @@ def test_real_scans_folder(shared_data, tmp_path):
     assert main(["predict", str(cohort), "-o", str(out), "--model", "ct-phantom-2d", "-q", "--threads", "1"]) == 0
     back = read_volume(out / "spleen_crop.nii.gz")
     assert back.shape == read_volume(cohort / "spleen_crop.nii.gz").shape
+
+
+def test_rtstruct_format_for_the_dicom_case(cohort, tmp_path, capsys):
+    pytest.importorskip("rt_utils")
+    for extra in ("site2", "case_a.nii.gz", "small.mha"):
+        p = cohort / extra
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    out = tmp_path / "out"
+    assert main(["predict", str(cohort), "-o", str(out), "--model", "ct-phantom-2d", "-q", "--threads", "1",
+                 "--format", "rtstruct.dcm"]) == 0
+    import pydicom
+
+    ds = pydicom.dcmread(str(out / "patient_dcm.rtstruct.dcm"))
+    assert ds.Modality == "RTSTRUCT" and len(ds.StructureSetROISequence) >= 1
