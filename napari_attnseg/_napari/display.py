@@ -15,7 +15,15 @@ Letters (R/L/A/P/S/I) at the four edges of the canvas say where each direction p
 follow the displayed axes (roll or transpose the dims and they update), and in 3D the camera.
 
 The convention is ``$ATTNSEG_DISPLAY`` (``radiological`` or ``neurological``; default
-radiological), or :func:`set_display_convention` for a viewer. It applies while the viewer
+radiological), or :func:`set_display_convention` for a viewer.
+
+**Never a stall.** Setting up the display on the first scan cost ~0.2 s on the GUI thread:
+napari computes the camera's directions with scipy's ``Rotation`` (its first import ~0.1 s)
+and each of the four letter overlays builds vispy visuals (~20 ms each). So scipy is imported
+on a background thread as soon as the display is installed, the camera waits for it (a
+``QTimer`` step), and missing letter overlays are created one per event-loop turn; each step
+stays far below 100 ms. :func:`settle_display` (used by :func:`current_letters` and
+:func:`set_display_convention`) finishes any pending step at once. It applies while the viewer
 holds a 3D layer that the plugin placed in patient space (``metadata["attnseg"]["world_axes"]``);
 other viewers keep napari's own display. The plugin's reader, sample data, Load widget and demo
 call :func:`ensure_display`, so a scan opened any of these ways is shown by the convention.
@@ -25,6 +33,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +55,11 @@ NAPARI_DEFAULT = ("towards", "down", "right")
 LETTER_OVERLAYS = {"top": "top_center", "bottom": "bottom_center",
                    "left": "middle_left", "right": "middle_right"}
 _KEY = "attnseg_orientation_"
+#: napari's camera imports this on first use (in ``view_direction``): imported off the GUI thread.
+_CAMERA_MODULE = "scipy.spatial.transform"
+#: Pause between two deferred display steps (ms): polling the import, one letter overlay each.
+STEP_MS = 15
+_camera_import: list[threading.Thread] = []
 
 
 def default_convention() -> str:
@@ -122,6 +137,59 @@ class _State:
     convention: str
     applied: bool = False
     last3d: tuple[int, ...] | None = None  # displayed axes the 3D orientation was set for
+    scheduled: bool = False  # a deferred step is queued
+
+
+def _import_camera_module() -> None:
+    try:
+        __import__(_CAMERA_MODULE)
+    except Exception as exc:  # noqa: BLE001 - napari imports it again (and reports) when used
+        logger.debug("could not import %s in the background: %s", _CAMERA_MODULE, exc)
+
+
+def _camera_ready(wait: bool = False) -> bool:
+    """Whether napari's camera maths (scipy's Rotation) is imported; starts importing it on a
+    background thread the first time (``wait``: finish the import here)."""
+    if _camera_import:
+        thread = _camera_import[0]
+        if wait:
+            thread.join()
+        return not thread.is_alive()
+    if _CAMERA_MODULE in sys.modules:
+        return True
+    if wait:
+        _import_camera_module()
+        return True
+    thread = threading.Thread(target=_import_camera_module, name="attnseg-display-import",
+                              daemon=True)
+    _camera_import.append(thread)
+    thread.start()
+    return False
+
+
+def _schedule(viewer: Any, state: _State, delay_ms: int = STEP_MS) -> None:
+    """Run :func:`apply_display` again a moment later (once, however often asked)."""
+    if state.scheduled:
+        return
+    try:
+        from qtpy.QtCore import QTimer
+        from qtpy.QtWidgets import QApplication
+
+        if QApplication.instance() is None:
+            raise RuntimeError("no Qt application")
+    except Exception:  # noqa: BLE001 - no event loop (a script): do it now
+        settle_display(viewer)
+        return
+    state.scheduled = True
+
+    def step() -> None:
+        state.scheduled = False
+        try:
+            apply_display(viewer)
+        except Exception:  # noqa: BLE001 - the display must never break the viewer
+            logger.debug("deferred display step failed", exc_info=True)
+
+    QTimer.singleShot(delay_ms, step)
 
 
 def _anatomical_axes(viewer: Any) -> list[int] | None:
@@ -137,15 +205,24 @@ def _anatomical_axes(viewer: Any) -> list[int] | None:
     return None
 
 
-def _set_letters(viewer: Any, letters: dict[str, str] | None) -> None:
+def _set_letters(viewer: Any, letters: dict[str, str] | None,
+                 create: int | None = None) -> bool:
+    """Show ``letters`` (None: hide them). At most ``create`` missing overlays are made now
+    (None: all); returns False when some are still missing."""
     from napari.components.overlays import TextOverlay
 
     overlays = viewer.canvas.overlays
+    complete = True
     for edge, position in LETTER_OVERLAYS.items():
         key = _KEY + edge
         if key not in overlays:
             if letters is None:
                 continue
+            if create is not None:
+                if create <= 0:
+                    complete = False
+                    continue
+                create -= 1
             overlays[key] = TextOverlay(position=position, font_size=14, color="yellow",
                                         visible=False)
         overlay = overlays[key]
@@ -154,10 +231,12 @@ def _set_letters(viewer: Any, letters: dict[str, str] | None) -> None:
             overlay.text = text
         if overlay.visible != bool(text):
             overlay.visible = bool(text)
+    return complete
 
 
 def current_letters(viewer: Any) -> dict[str, str]:
-    """The letters shown at the canvas edges ({} when none)."""
+    """The letters shown at the canvas edges ({} when none), pending steps finished first."""
+    settle_display(viewer)
     out = {}
     overlays = viewer.canvas.overlays
     for edge in LETTER_OVERLAYS:
@@ -174,10 +253,23 @@ def _set_orientation(viewer: Any, orientation: Sequence[str]) -> None:
 
 
 def apply_display(viewer: Any, *_: Any) -> None:
-    """Set the camera orientation and the letters for the current dims (the event handler)."""
+    """Set the camera orientation and the letters for the current dims (the event handler);
+    what would stall the GUI thread is deferred in small steps (see the module docstring)."""
     state: _State | None = getattr(viewer, "_attnseg_display", None)
-    if state is None:
-        return
+    if state is not None:
+        _apply(viewer, state, create=1)
+
+
+def settle_display(viewer: Any) -> None:
+    """Finish the deferred display steps of ``viewer`` now (the camera import, every letter
+    overlay); nothing when the display is not installed."""
+    state: _State | None = getattr(viewer, "_attnseg_display", None)
+    if state is not None:
+        _camera_ready(wait=True)
+        _apply(viewer, state, create=None)
+
+
+def _apply(viewer: Any, state: _State, create: int | None) -> None:
     axes = _anatomical_axes(viewer)
     if axes is None:
         if state.applied:  # no scan in patient space any more: napari's own display
@@ -188,6 +280,9 @@ def apply_display(viewer: Any, *_: Any) -> None:
     displayed = [axes[d] for d in viewer.dims.displayed]
     if min(displayed) < 0:  # a non-spatial axis (time, channel) is on screen
         _set_letters(viewer, None)
+        return
+    if not _camera_ready(wait=create is None):  # napari's camera maths is being imported
+        _schedule(viewer, state)
         return
     if len(displayed) == 2:
         state.last3d = None
@@ -205,7 +300,8 @@ def apply_display(viewer: Any, *_: Any) -> None:
         letters = letters_3d(displayed, cam.up_direction, cam.view_direction,
                              [str(getattr(o, "value", o)) for o in cam.orientation])
     state.applied = True
-    _set_letters(viewer, letters)
+    if not _set_letters(viewer, letters, create):  # one more overlay on the next turn
+        _schedule(viewer, state, 0)
 
 
 def ensure_display(viewer: Any, convention: str | None = None) -> None:
@@ -213,6 +309,7 @@ def ensure_display(viewer: Any, convention: str | None = None) -> None:
     it then follows layers, dims and, in 3D, the camera."""
     if viewer is None:
         return
+    _camera_ready()  # napari's camera maths: imported in the background from now on
     state = getattr(viewer, "_attnseg_display", None)
     if state is None:
         state = _State(convention or default_convention())
@@ -235,8 +332,10 @@ def ensure_display(viewer: Any, convention: str | None = None) -> None:
 
 def set_display_convention(viewer: Any, convention: str = "radiological") -> None:
     """Show ``viewer``'s scans by the ``"radiological"`` (patient's right on the screen's left)
-    or ``"neurological"`` (right on the right) convention, with orientation letters."""
+    or ``"neurological"`` (right on the right) convention, with orientation letters (applied at
+    once: an explicit request waits for nothing)."""
     ensure_display(viewer, choose(convention, CONVENTIONS, "display convention"))
+    settle_display(viewer)
 
 
 def ensure_current_viewer_display() -> None:

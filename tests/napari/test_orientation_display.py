@@ -124,6 +124,65 @@ def test_environment_variable_and_non_patient_data(tmp_path, make_napari_viewer,
     assert display.current_letters(cine) == {}
 
 
+def _shown_letters(viewer) -> dict:
+    """The letter overlays as they are (no pending step forced, unlike current_letters)."""
+    overlays = viewer.canvas.overlays
+    keys = {edge: display._KEY + edge for edge in display.LETTER_OVERLAYS}
+    return {edge: overlays[k].text for edge, k in keys.items()
+            if k in overlays and overlays[k].visible and overlays[k].text}
+
+
+def test_first_scan_display_never_stalls_the_gui_thread(tmp_path, make_napari_viewer, qtbot,
+                                                        monkeypatch):
+    """Installing the display on the first scan and every deferred step cost < 100 ms of
+    GUI-thread CPU (``time.thread_time``): the camera maths is imported in the background
+    (here a slow stand-in import) and the letter overlays come one per event-loop turn; the
+    display ends radiological with its letters without anything forcing it."""
+    import threading
+    import time
+
+    monkeypatch.delenv(display.ENV_VAR, raising=False)
+    save(tmp_path / "psr.nii.gz", "PSR")
+    release, imported = threading.Event(), threading.Event()
+
+    def slow_import():  # the first scipy import, in the background thread: done when released
+        release.wait(60)
+        imported.set()
+
+    monkeypatch.setattr(display, "_CAMERA_MODULE", "attnseg_test_not_a_module")
+    monkeypatch.setattr(display, "_camera_import", [])
+    monkeypatch.setattr(display, "_import_camera_module", slow_import)
+    costs, on_gui = [], threading.get_ident()
+    inner = display._apply
+
+    def timed(*args, **kwargs):
+        assert threading.get_ident() == on_gui
+        t0 = time.thread_time()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            costs.append(time.thread_time() - t0)
+
+    monkeypatch.setattr(display, "_apply", timed)
+    viewer = make_napari_viewer()
+    t0 = time.thread_time()
+    _open(viewer, tmp_path / "psr.nii.gz")  # the reader installs the display
+    display.ensure_display(viewer)  # as the Load widget and the demo call it
+    assert time.thread_time() - t0 < 2.0  # reading and napari's own layer (not ours) included
+    # the camera waits for the import, the GUI thread does not
+    qtbot.wait(100)
+    assert tuple(str(o.value) for o in viewer.camera.orientation) == display.NAPARI_DEFAULT
+    assert _shown_letters(viewer) == {}
+    release.set()
+    qtbot.waitUntil(imported.is_set, timeout=5000)
+    qtbot.waitUntil(lambda: len(_shown_letters(viewer)) == 4, timeout=20000)
+    assert (_shown_letters(viewer)["top"], _shown_letters(viewer)["left"]) == \
+        LETTERS["radiological"]["axial"]
+    assert tuple(str(o.value) for o in viewer.camera.orientation2d) == ("up", "left")
+    assert len(costs) >= 5  # waited for the import, then one overlay per step
+    assert max(costs) < 0.1, [round(c * 1e3, 1) for c in costs]
+
+
 def test_pure_rules():
     # every proper 3D orientation shows the patient unmirrored, for any displayed axes
     for conv in display.CONVENTIONS:
