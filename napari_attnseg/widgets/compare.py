@@ -1,109 +1,38 @@
 """Compare one or more candidate Labels layers with a ground-truth Labels layer: a metrics table
-(rows = candidate × label), a per-slice Dice plot (click a point to jump to that slice), a
-false-positive / false-negative overlay layer and CSV / JSON export. Layers not on the ground
-truth's grid (shape, spacing, origin, orientation) are refused, never scored silently."""
+(rows = candidate × label), a per-slice Dice plot (click a point to jump to that slice; per-class
+Dice bars for a 2D image), a false-positive / false-negative overlay layer, for 2D images the head
+circumference (HC18's measure) with the fitted ellipses drawn, and CSV / JSON export. Layers not
+on the ground truth's grid (shape, spacing, origin, orientation) are refused, never scored
+silently. The job, request and result are in ``_compare_job``, the plot and the HC layer in
+``_compare_plot``."""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-    QListWidget, QListWidgetItem, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout,
-    QWidget,
+    QListWidget, QListWidgetItem, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem,
+    QVBoxLayout, QWidget,
 )
 
 from .._napari.layers import META_KEY, derived_layer_kwargs, layer_label_names, layer_to_volume
-from .._progress import Job, Progress
 from ..errors import GeometryError
+from ._compare_job import (  # noqa: F401  (re-exported: the widget's public names)
+    TABLE_METRICS, CompareConfig, CompareResult, _fmt, _label_text, compare_job, hc_summary,
+    is_method_output,
+)
+from ._compare_plot import HC_SUFFIX, ComparePlot, show_hc_layer
 from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
 
 logger = logging.getLogger(__name__)
 
-#: Columns shown in the table (every metric is exported).
-TABLE_METRICS = ("dice", "jaccard", "sensitivity", "specificity", "precision", "hd", "hd95",
-                 "assd", "surface_dice", "rel_volume_diff", "volume_pred_mm3", "volume_gt_mm3")
 ERRORS_SUFFIX = " [attnseg errors]"
 DEBOUNCE_MS = 500
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    """Everything the worker needs, read on the GUI thread (arrays are copies)."""
-
-    gt_name: str
-    gt: np.ndarray
-    candidates: tuple[tuple[str, np.ndarray], ...]
-    spacing: tuple[float, ...]
-    tolerance_mm: float = 1.0
-    surface: bool = True
-    overlay_candidate: str | None = None
-    slice_axis: int = 0
-    #: candidate name -> {label index: name} (from the layers' metadata; may be empty)
-    label_names: dict[str, dict[int, str]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CompareResult:
-    report: Any  # MetricsReport
-    per_slice: dict[str, np.ndarray]
-    overlay: np.ndarray | None
-    config: CompareConfig
-
-
-def compare_job(cfg: CompareConfig) -> Job[CompareResult]:
-    """Metrics of every candidate, per-slice Dice and the FP/FN overlay (core calls only)."""
-    from ..metrics import error_overlay, evaluate_job, per_slice_dice
-
-    report = yield from evaluate_job(dict(cfg.candidates), cfg.gt, cfg.spacing,
-                                     tolerance_mm=cfg.tolerance_mm, surface=cfg.surface)
-    per_slice = {}
-    n = len(cfg.candidates)
-    for i, (name, arr) in enumerate(cfg.candidates):
-        if cfg.gt.ndim == 3:
-            per_slice[name] = per_slice_dice(arr, cfg.gt, axis=cfg.slice_axis)
-        yield Progress(i + 1, n, "per-slice Dice", name)
-    overlay = None
-    if cfg.overlay_candidate is not None:
-        overlay = error_overlay(dict(cfg.candidates)[cfg.overlay_candidate], cfg.gt)
-    return CompareResult(report, per_slice, overlay, cfg)
-
-
-def _label_text(label: Any, names: dict[int, str]) -> str:
-    try:
-        name = names.get(int(label))
-    except (TypeError, ValueError):
-        name = None
-    return f"{label} ({name})" if name else _fmt(label)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}" if math.isfinite(v) else str(v)
-    return str(v)
-
-
-#: Provenance keys of layers a method made (model prediction, CRF, baseline, fine-tune).
-_OUTPUT_KEYS = ("model_id", "crf", "baseline")
-
-
-def is_method_output(layer: Any) -> bool:
-    """True for a layer a method made (a segmentation, CRF or baseline result, an overlay):
-    never the default ground truth."""
-    meta = (getattr(layer, "metadata", None) or {}).get("attnseg")
-    if isinstance(meta, dict):
-        prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
-        if meta.get("role") in ("prediction", "crf", "errors", "uncertainty", "baseline") or \
-                any(k in prov for k in _OUTPUT_KEYS) or prov.get("kind") == "attnseg prediction":
-            return True
-    return "[attnseg" in getattr(layer, "name", "")
 
 
 class CompareWidget(QWidget):
@@ -124,6 +53,17 @@ class CompareWidget(QWidget):
         self.surface_check = QCheckBox("surface metrics (HD, HD95, ASSD, surface Dice)")
         self.surface_check.setChecked(True)
         self.auto_check = QCheckBox("auto-recompute after edits")
+        self.hc_check = QCheckBox("Head circumference (2D)")
+        self.hc_check.setToolTip("fit an ellipse to each head (label below) and report its "
+                                 "perimeter in mm, HC18's measure; the ellipses are drawn")
+        self._hc_picked = False  #: the user toggled it (kept whatever the ground truth)
+        self._hc_default_for = ""  #: the ground truth the default was last chosen for
+        self.hc_label_spin = QSpinBox()
+        self.hc_label_spin.setRange(1, 255)
+        self.hc_label_spin.setValue(1)
+        self.hc_label_spin.setPrefix("label ")
+        self.hc_text = QLabel("")
+        self.hc_text.setWordWrap(True)
         self.recompute_button = QPushButton("Recompute")
         self.export_csv_button = QPushButton("Export CSV...")
         self.export_json_button = QPushButton("Export JSON...")
@@ -131,7 +71,7 @@ class CompareWidget(QWidget):
         self.message.setWordWrap(True)
         self.table = QTableWidget(0, 0)
         self.progress = ProgressPanel()
-        self.figure, self.canvas, self.axes = self._make_plot()
+        self.plot = ComparePlot(on_slice=self.go_to_slice)
         self.report = None
         self.result: CompareResult | None = None
         self.runner: JobRunner | None = None
@@ -149,11 +89,16 @@ class CompareWidget(QWidget):
         lay.addLayout(form)
         lay.addWidget(self.surface_check)
         lay.addWidget(self.auto_check)
+        hc_row = QHBoxLayout()
+        hc_row.addWidget(self.hc_check)
+        hc_row.addWidget(self.hc_label_spin)
+        lay.addLayout(hc_row)
         lay.addWidget(self.recompute_button)
         lay.addWidget(self.progress)
         lay.addWidget(self.message)
         lay.addWidget(self.table)
-        lay.addWidget(self.canvas)
+        lay.addWidget(self.hc_text)
+        lay.addWidget(self.plot)
         row = QHBoxLayout()
         row.addWidget(self.export_csv_button)
         row.addWidget(self.export_json_button)
@@ -163,6 +108,7 @@ class CompareWidget(QWidget):
         self.export_csv_button.clicked.connect(lambda: self.export_csv())
         self.export_json_button.clicked.connect(lambda: self.export_json())
         self.auto_check.toggled.connect(lambda _=None: self._reconnect_edits())
+        self.hc_check.clicked.connect(self._on_hc_clicked)
         self.gt_combo.currentTextChanged.connect(lambda _=None: self._refresh_candidates())
         self.gt_combo.activated.connect(self._on_gt_activated)
         self.candidates_list.itemChanged.connect(lambda _=None: self._reconnect_edits())
@@ -171,21 +117,14 @@ class CompareWidget(QWidget):
         self._refresh_layers()
 
     # ------------------------------------------------------------------ layer choices
-    def _make_plot(self):
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(4, 2.2), tight_layout=True)
-        canvas = FigureCanvasQTAgg(fig)
-        axes = fig.add_subplot(111)
-        axes.set_xlabel("slice")
-        axes.set_ylabel("Dice")
-        canvas.mpl_connect("button_press_event", self._on_plot_click)
-        return fig, canvas, axes
+    # the plot's figure, canvas and axes (None until the first result is shown)
+    figure = property(lambda self: self.plot.figure)
+    canvas = property(lambda self: self.plot.canvas)
+    axes = property(lambda self: self.plot.axes)
 
     def _labels_layers(self) -> list[Any]:
         return [ly for ly in self.viewer.layers if type(ly).__name__ == "Labels"
-                and not ly.name.endswith(ERRORS_SUFFIX)]
+                and not ly.name.endswith((ERRORS_SUFFIX, HC_SUFFIX))]
 
     def _refresh_layers(self, event: Any = None) -> None:
         """List the Labels layers as ground-truth choices. The user's choice is kept; otherwise
@@ -224,7 +163,27 @@ class CompareWidget(QWidget):
             item.setCheckState(Qt.Checked if ly.name in checked else Qt.Unchecked)
             self.candidates_list.addItem(item)
         self.candidates_list.blockSignals(False)
+        self._update_hc_choice()
         self._reconnect_edits()
+
+    def _on_hc_clicked(self, _checked: bool = False) -> None:
+        self._hc_picked = True
+
+    def _update_hc_choice(self) -> None:
+        """Head circumference is for 2D ground truths: enabled for them, checked by default for
+        a fetal-head image (HC18's CSV says so), unless the user chose."""
+        gt = self.gt_combo.currentText()
+        layer = self.viewer.layers[gt] if gt and gt in self.viewer.layers else None
+        is_2d = layer is not None and layer.ndim == 2
+        for w in (self.hc_check, self.hc_label_spin):
+            w.setEnabled(is_2d)
+        self.hc_check.setToolTip(self.hc_check.toolTip().split(" (")[0] + (
+            "" if is_2d or layer is None else " (for 2D images only)"))
+        if not self._hc_picked and layer is not None and gt != self._hc_default_for:
+            self._hc_default_for = gt  # the default once per ground truth, not on every event
+            meta = (layer.metadata or {}).get(META_KEY) or {}
+            header = meta.get("header") if isinstance(meta.get("header"), dict) else {}
+            self.hc_check.setChecked(is_2d and header.get("anatomy") == "fetal head")
 
     def checked_candidates(self) -> list[str]:
         out = []
@@ -296,11 +255,18 @@ class CompareWidget(QWidget):
         gt_names = layer_label_names(gt_layer)
         label_names = {name: {**layer_label_names(self.viewer.layers[name]), **gt_names}
                        for name in names}
+        hc_label, hc_problem = None, ""
+        if self.hc_check.isChecked() and self.hc_check.isEnabled():
+            hc_label = int(self.hc_label_spin.value())
+            if dict(gt_vol.header).get("pixel_size_source") == "assumed":
+                hc_problem = (f"'{gt_name}' has no pixel size (1 mm was assumed): HC in pixels "
+                              "is not mm; open it with its pixel size (Load: pixel size, or a "
+                              "filename,pixel_size_mm CSV beside the image)")
         return CompareConfig(
             gt_name=gt_name, gt=np.array(gt_vol.data), candidates=tuple(cands),
             spacing=gt_vol.spacing, tolerance_mm=float(self.tolerance_spin.value()),
             surface=self.surface_check.isChecked(), overlay_candidate=names[0],
-            label_names=label_names,
+            label_names=label_names, hc_label=hc_label, hc_problem=hc_problem,
         )
 
     def make_runner(self) -> JobRunner | None:
@@ -331,13 +297,17 @@ class CompareWidget(QWidget):
         self.report = result.report
         cfg = result.config
         self._fill_table(result.report, cfg.label_names)
-        self._plot(result)
+        names = cfg.label_names
+        self.plot.show_result(result, lambda lab, cand: _label_text(lab, names.get(cand, {})))
+        self.hc_text.setText(hc_summary(result))
         n = len(cfg.candidates)
         seconds = time.perf_counter() - getattr(self, "_t0", time.perf_counter())
         self.progress.status.setText(
             f"scored {n} candidate{'s' if n != 1 else ''} in {seconds:.2f} s")
         if result.overlay is not None and cfg.gt_name in self.viewer.layers:
             self._show_overlay(cfg.gt_name, result.overlay)
+        if cfg.gt_name in self.viewer.layers:
+            show_hc_layer(self.viewer, self.viewer.layers[cfg.gt_name], result)
 
     def _fill_table(self, report: Any, label_names: dict[str, dict[int, str]] | None = None) -> None:
         cols = ["candidate", "label"] + [m for m in TABLE_METRICS if m in report.columns]
@@ -354,27 +324,9 @@ class CompareWidget(QWidget):
                 self.table.setItem(i, j, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()
 
-    def _plot(self, result: CompareResult) -> None:
-        ax = self.axes
-        ax.clear()
-        ax.set_xlabel(f"slice (axis {result.config.slice_axis})")
-        ax.set_ylabel("Dice")
-        for name, d in result.per_slice.items():
-            x = np.flatnonzero(np.isfinite(d))
-            ax.plot(x, d[x], ".-", label=name, picker=5)
-        if result.per_slice:
-            ax.set_ylim(-0.02, 1.02)
-            ax.legend(fontsize="x-small", loc="lower right")
-        self.canvas.draw_idle()
-
     def _on_plot_click(self, event: Any) -> None:
         """Jump the viewer to the clicked slice (event.xdata = slice index along the axis)."""
-        if self.result is None or event.xdata is None:
-            return
-        cfg = self.result.config
-        n = cfg.gt.shape[cfg.slice_axis]
-        index = int(np.clip(round(float(event.xdata)), 0, n - 1))
-        self.go_to_slice(index)
+        self.plot.on_click(event)
 
     def go_to_slice(self, index: int) -> None:
         if self.result is None or self.result.config.gt_name not in self.viewer.layers:

@@ -48,3 +48,23 @@ def test_ground_truth_is_never_a_model_output_and_the_overlay_is_not_active(make
     assert "scan mask" + ERRORS_SUFFIX in viewer.layers
     assert viewer.layers.selection.active is pred_layer
     assert not truth.metadata["attnseg"].get("role")
+
+
+def test_head_circumference_is_checked_for_a_fetal_head_image_only(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    head = np.zeros((60, 80), np.uint8)
+    head[20:40, 20:60] = 1
+    vol = Volume(head, (0.1, 0.1), is_labels=True,
+                 header={"format": "image", "anatomy": "fetal head"})
+    viewer.add_labels(head, **volume_to_layer_kwargs(vol, name="000_HC_mask"))
+    w = CompareWidget(viewer)
+    qtbot.addWidget(w)
+    assert w.gt_combo.currentText() == "000_HC_mask"
+    assert w.hc_check.isEnabled() and w.hc_check.isChecked()  # HC18's CSV said fetal head
+    _labels(viewer, "ct mask", np.zeros((4, 16, 16), np.uint8))
+    w.gt_combo.setCurrentText("ct mask")
+    assert not w.hc_check.isEnabled() and not w.hc_check.isChecked()  # 3D: not offered
+    w.gt_combo.setCurrentText("000_HC_mask")
+    w.hc_check.click()  # the user's choice is kept from now on
+    _labels(viewer, "other", np.zeros((4, 16, 16), np.uint8))
+    assert not w.hc_check.isChecked()

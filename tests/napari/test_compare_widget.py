@@ -142,3 +142,125 @@ def test_label_names_status_and_list_height(setup, tmp_path):
                       ("same", "1 (organ)"), ("same", "2")]
     status = w.progress.status.text()
     assert status.startswith("scored 2 candidates in ") and status.endswith(" s")
+
+
+def _disc(shape, yc, xc, a, b):
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    return ((((xx - xc) / a) ** 2 + ((yy - yc) / b) ** 2) <= 1.0).astype(np.uint8)
+
+
+def _ramanujan(a, b):
+    import math
+
+    return math.pi * (3 * (a + b) - math.sqrt((3 * a + b) * (a + 3 * b)))
+
+
+def _hc_viewer(make_napari_viewer, px=0.1):
+    viewer = make_napari_viewer()
+    gt, pred = _disc((200, 260), 100, 130, 90, 60), _disc((200, 260), 100, 130, 95, 60)
+    viewer.add_labels(gt, name="mask", scale=(px, px), translate=(2.0, 3.0))
+    viewer.add_labels(pred, name="pred", scale=(px, px), translate=(2.0, 3.0))
+    w = CompareWidget(viewer)
+    w.gt_combo.setCurrentText("mask")
+    w.set_candidates(["pred"])
+    return viewer, w
+
+
+def test_head_circumference_readout_and_ellipse_layer(make_napari_viewer):
+    viewer, w = _hc_viewer(make_napari_viewer)
+    assert w.hc_check.isEnabled() and not w.hc_check.isChecked()
+    assert w.canvas is None  # matplotlib's figure is built with the first result, not before
+    w.hc_check.setChecked(True)
+    pred_layer = viewer.layers["pred"]
+    viewer.layers.selection.active = pred_layer
+    w.make_runner().run_sync()
+    m = w.result.hc["pred"]
+    assert m.pred.hc_mm == pytest.approx(_ramanujan(95, 60) * 0.1, rel=0.01)  # independent
+    assert m.truth.hc_mm == pytest.approx(_ramanujan(90, 60) * 0.1, rel=0.01)
+    text = w.hc_text.text()
+    assert f"ground truth 'mask' {m.truth.hc_mm:.1f} mm" in text
+    assert f"'pred': {m.pred.hc_mm:.1f} mm, difference {m.hc_diff_mm:+.1f} mm" in text
+    layer = viewer.layers["mask [attnseg hc]"]
+    assert type(layer).__name__ == "Shapes" and layer.nshapes == 2
+    assert layer.metadata["attnseg"]["role"] == "hc"
+    for v, a in ((layer.data[0], 90), (layer.data[1], 95)):  # truth, then the candidate
+        r = ((v[:, 1] - 130) / a) ** 2 + ((v[:, 0] - 100) / 60) ** 2
+        np.testing.assert_allclose(r, 1.0, atol=0.03)
+    np.testing.assert_allclose(layer.scale, (0.1, 0.1))
+    np.testing.assert_allclose(layer.translate, (2.0, 3.0))
+    assert viewer.layers.selection.active is pred_layer  # never the active layer
+    # 2D: per-class Dice bars instead of an empty per-slice plot
+    assert [p.get_height() for p in w.axes.patches] == pytest.approx(
+        [w.report.value("dice", 1, "pred")])
+    assert "2D image" in w.plot.note.text()
+    # re-run: the same layer, replaced in place
+    w.make_runner().run_sync()
+    assert sum(ly.name.endswith("[attnseg hc]") for ly in viewer.layers) == 1
+    assert viewer.layers["mask [attnseg hc]"] is layer and layer.nshapes == 2
+    # no head in the prediction: said, not 0 mm; only the truth is drawn
+    pred_layer.data = np.zeros((200, 260), np.uint8)
+    w.make_runner().run_sync()
+    assert "'pred': no head found" in w.hc_text.text() and layer.nshapes == 1
+    # unchecked: no readout, the layer goes
+    w.hc_check.setChecked(False)
+    w.make_runner().run_sync()
+    assert "mask [attnseg hc]" not in viewer.layers and w.hc_text.text() == ""
+
+
+def test_head_circumference_needs_a_pixel_size_and_2d(make_napari_viewer, setup):
+    from napari_attnseg._napari.layers import volume_to_layer_kwargs
+    from napari_attnseg.volume import Volume
+
+    viewer, w = _hc_viewer(make_napari_viewer)
+    gt = viewer.layers["mask"].data
+    vol = Volume(gt, (1.0, 1.0), is_labels=True,
+                 header={"format": "image", "pixel_size_source": "assumed"})
+    viewer.add_labels(gt, **volume_to_layer_kwargs(vol, name="px mask"))
+    viewer.add_labels(viewer.layers["pred"].data, name="px pred")
+    w.gt_combo.setCurrentText("px mask")
+    w.set_candidates(["px pred"])
+    w.hc_check.setChecked(True)
+    w.make_runner().run_sync()
+    assert "no pixel size" in w.hc_text.text() and "not mm" in w.hc_text.text()
+    assert w.result.hc == {} and "px mask [attnseg hc]" not in viewer.layers
+    _, w3, *_ = setup  # a 3D ground truth: HC is for 2D images
+    assert not w3.hc_check.isEnabled()
+
+
+def test_result_handling_on_the_gui_thread_is_cheap(make_napari_viewer, monkeypatch):
+    """The worker's part (metrics, HC fit, matplotlib's import) runs off the GUI thread; on it,
+    building the figure the first time takes < 100 ms of CPU, and a whole re-run's result
+    handling (table, plot, overlay and ellipse layers updated in place) < 100 ms. (The first
+    result's total is napari adding the two layers, reported, not bounded here.)"""
+    import time
+
+    from napari_attnseg._progress import drain
+    from napari_attnseg.widgets.compare import compare_job
+
+    viewer = make_napari_viewer()
+    gt, pred = _disc((540, 800), 270, 400, 300, 200), _disc((540, 800), 272, 400, 305, 198)
+    viewer.add_labels(gt, name="mask", scale=(0.1, 0.1))
+    viewer.add_labels(pred, name="pred", scale=(0.1, 0.1))
+    w = CompareWidget(viewer)
+    w.gt_combo.setCurrentText("mask")
+    w.set_candidates(["pred"])
+    w.hc_check.setChecked(True)
+    results = [drain(compare_job(w.snapshot())) for _ in range(2)]  # as in the worker thread
+    plot_s = []
+    show_plot = w.plot.show_result
+
+    def timed(*args):
+        t = time.thread_time()
+        show_plot(*args)
+        plot_s.append(time.thread_time() - t)
+
+    monkeypatch.setattr(w.plot, "show_result", timed)
+    seconds = []
+    for result in results:
+        t0 = time.thread_time()
+        w.show_result(result)
+        seconds.append(time.thread_time() - t0)
+    print(f"GUI-thread CPU: show_result first {seconds[0] * 1e3:.0f} ms (figure "
+          f"{plot_s[0] * 1e3:.0f} ms), re-run {seconds[1] * 1e3:.0f} ms")
+    assert "mask [attnseg hc]" in viewer.layers and w.canvas is not None
+    assert plot_s[0] < 0.1 and seconds[1] < 0.1, (plot_s, seconds)
