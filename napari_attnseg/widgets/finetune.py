@@ -1,58 +1,54 @@
-"""The Fine-tune widget: train a new model version on the user's corrected slices, off the GUI
-thread, with a live loss / validation-Dice plot and a Stop button; then show what to correct next.
+"""The Fine-tune widget: train a new model version on the user's corrected slices or scribbles,
+off the GUI thread, with a live loss / validation-Dice plot and a Stop button; then show what to
+correct next.
 
-* Pairs: (image, corrected labels) layers; only the slices marked reviewed (painted on, the
-  "Mark current slice reviewed" button or Shift-R on the labels layer) are used for training.
-* Train: layers are copied on the GUI thread into ``TrainingPair``s; the fine-tune job runs in a
-  thread worker. A new registry version is saved only if its held-out Dice beats the base
-  model's, and made active only when that validation can be trusted (foreground in the reviewed
-  slices, more than one held-out slice, not stopped early); the result line says which and why.
-  The user's labels layers are never modified.
-* Uncertainty: entropy of the "<image> [attnseg] probabilities" layer (or of a test-time-flip
-  prediction), shown as "<image> [attnseg] uncertainty", with the most uncertain unreviewed slices
-  ranked and a "Next slice" button.
-* Re-segment: predicts with the new version and writes a new layer where the reviewed slices keep
-  the user's labels and only the unreviewed ones are replaced.
+* The **labels** picker lists corrected-labels layers and scribbles layers (``<scan>
+  [scribbles]`` of "Correct with scribbles", by role); the mode follows the chosen layer's role
+  and is stated. *Corrected labels*: only the slices marked reviewed (painted on, "Mark current
+  slice reviewed" or Shift-R) train. *Scribbles*: only the strokes train (unscribbled voxels
+  carry no loss: partial cross-entropy + gated-CRF term, as ``attnseg finetune
+  --ignore-label``); the slices with a stroke count as reviewed; the info line counts voxels /
+  slices per class. Train is disabled with the reason while nothing can train.
+* Train: layers are copied on the GUI thread into ``TrainingPair``\ s and the core fine-tune runs
+  in a thread worker; a new version is saved only if it beats the base on held-out slices and
+  made active only when the core's rules trust that validation; the result line says which and
+  why (scribbles: with the caveat of a validation too small to judge). User layers are never
+  modified. Re-segment writes the new prediction where the user's work wins.
+
+Parts: :mod:`._finetune_form` (widgets, layout, TrainConfig, models), :mod:`._finetune_request`
+(modes, scribble counts, Run's reasons, the training pairs), :mod:`._finetune_results` (what is
+said and written after a run), :mod:`._finetune_uncertainty` (what to correct next).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, fields
-from pathlib import Path
+import weakref
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
-                            QLabel, QListWidget, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QWidget
 
 from .._napari.layers import META_KEY, derived_layer_kwargs, layer_to_volume
+from ._finetune_form import DEFAULT_LR, budget_by_time, build_form, fill_models, train_config
+from ._finetune_request import (
+    MODE_LABELS, MODE_SCRIBBLES, MODE_TEXT, TrainRequest, build_request, class_names, labels_mode,
+    pair_problems, scribble_caveat, scribble_summary, target_layers,
+)
+from ._finetune_results import budget_status, cancelled_text, result_text, resegmented
+from ._finetune_uncertainty import UncertaintyMixin
 from ._plot import PLOT_INTERVAL_S, LossPlot  # noqa: F401  (LossPlot re-exported)
 from ._review import ReviewTracker
-from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
+from ._worker import JobRunner, notify_error, upsert_layer
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LR = 1e-4  #: fine-tuning learning rate (small: the base is already trained)
+__all__ = ["DEFAULT_LR", "FinetuneWidget", "LossPlot", "MODE_LABELS", "MODE_SCRIBBLES", "TrainRequest"]
 
 
-@dataclass(frozen=True)
-class TrainRequest:
-    """Everything a fine-tune run needs, copied on the GUI thread."""
-
-    base_path: Path
-    pairs: tuple  # TrainingPair, arrays copied
-    config: Any  # TrainConfig
-    name: str | None
-    versions_before: tuple[str, ...]
-    active_before: str | None  # version active before training ("previous model")
-    base_version: str
-    image_name: str
-    labels_name: str
-
-
-class FinetuneWidget(QWidget):
+class FinetuneWidget(UncertaintyMixin, QWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
@@ -66,92 +62,23 @@ class FinetuneWidget(QWidget):
         self.train_overrides: dict[str, Any] = {}  #: extra TrainConfig fields (tests, experts)
         self._stop = threading.Event()
         self._next_last: int | None = None
-
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
-        self.add_pair_button = QPushButton("Add pair")
-        self.remove_pair_button = QPushButton("Remove pair")
-        self.pairs_list = QListWidget()
-        self.pairs_list.setMaximumHeight(60)
-        self.model_combo = QComboBox()
-        self.budget_combo = QComboBox()
-        self.budget_combo.addItems(["epochs", "seconds"])
-        self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 1000)
-        self.epochs_spin.setValue(20)
-        self.seconds_spin = QSpinBox()
-        self.seconds_spin.setRange(5, 24 * 3600)
-        self.seconds_spin.setValue(60)
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(5)
-        self.lr_spin.setRange(1e-5, 1e-1)
-        self.lr_spin.setSingleStep(1e-4)
-        # 1e-3 wrecked a well-trained shipped model within a few steps (Dice 0.95 -> 0.40)
-        self.lr_spin.setValue(DEFAULT_LR)
-        self.freeze_check = QCheckBox("freeze encoder")
-        self.precision_combo = QComboBox()
-        self.precision_combo.addItems(["fp32", "bf16"])
-        self.reviewed_label = QLabel("Reviewed slices: 0")
-        self.reviewed_list = QListWidget()
-        self.reviewed_list.setMaximumHeight(60)
-        self.mark_button = QPushButton("Mark current slice reviewed (Shift-R)")
-        self.train_button = QPushButton("Train")
-        self.stop_button = QPushButton("Stop (keep best)")
-        self.stop_button.setEnabled(False)
-        self.progress = ProgressPanel()
-        self.progress.cancel_button.setText("Cancel (discard)")
-        self.plot = LossPlot()
-        self.result_label = QLabel("")
-        self.result_label.setWordWrap(True)
-        self.resegment_button = QPushButton("Re-segment unreviewed slices")
-        self.resegment_button.setEnabled(False)
-        self.uncertainty_button = QPushButton("Compute uncertainty")
-        self.uncertainty_list = QListWidget()
-        self.uncertainty_list.setMaximumHeight(90)
-        self.next_button = QPushButton("Next slice")
-
-        form = QFormLayout()
-        form.addRow("image", self.image_combo)
-        form.addRow("corrected labels", self.labels_combo)
-        row = QHBoxLayout()
-        row.addWidget(self.add_pair_button)
-        row.addWidget(self.remove_pair_button)
-        form.addRow("", row)
-        form.addRow("pairs", self.pairs_list)
-        form.addRow("base model", self.model_combo)
-        budget = QHBoxLayout()
-        budget.addWidget(self.budget_combo)
-        budget.addWidget(self.epochs_spin)
-        budget.addWidget(self.seconds_spin)
-        form.addRow("budget", budget)
-        form.addRow("learning rate", self.lr_spin)
-        form.addRow("", self.freeze_check)
-        form.addRow("precision", self.precision_combo)
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(self.reviewed_label)
-        lay.addWidget(self.reviewed_list)
-        lay.addWidget(self.mark_button)
-        row = QHBoxLayout()
-        row.addWidget(self.train_button)
-        row.addWidget(self.stop_button)
-        lay.addLayout(row)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.plot)
-        lay.addWidget(self.result_label)
-        lay.addWidget(self.resegment_button)
-        lay.addWidget(QLabel("What to correct next"))
-        lay.addWidget(self.uncertainty_button)
-        lay.addWidget(self.uncertainty_list)
-        lay.addWidget(self.next_button)
-        lay.addStretch(1)
+        self._watched = weakref.WeakSet()  # labels layers whose changes update the state
+        self._summaries = weakref.WeakKeyDictionary()  # scribbles layer -> its ScribbleSummary
+        self._training = False  # a threaded run is going (Train stays disabled)
+        build_form(self)
+        self._recount = QTimer(self)
+        self._recount.setSingleShot(True)
+        self._recount.setInterval(0)
+        self._recount.timeout.connect(self._on_reviewed_changed)
 
         self.refresh_models()
         self.refresh_layers()
         self._on_budget_mode()
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
-        self.labels_combo.currentIndexChanged.connect(self._attach_tracker)
+        self.labels_combo.currentIndexChanged.connect(self._on_labels_chosen)
+        self.image_combo.currentIndexChanged.connect(self.update_state)
+        self.model_combo.currentIndexChanged.connect(self.update_state)
         self.budget_combo.currentIndexChanged.connect(self._on_budget_mode)
         self.add_pair_button.clicked.connect(self.add_pair)
         self.remove_pair_button.clicked.connect(self.remove_pair)
@@ -167,6 +94,8 @@ class FinetuneWidget(QWidget):
 
     # ------------------------------------------------------------------ choices
     def _layers(self, kind: str) -> list[str]:
+        if kind == "Labels":
+            return [ly.name for ly in target_layers(self.viewer)]
         return [ly.name for ly in self.viewer.layers if type(ly).__name__ == kind
                 and not (kind == "Image" and "[attnseg]" in ly.name)]
 
@@ -183,145 +112,174 @@ class FinetuneWidget(QWidget):
         self._attach_tracker()
 
     def _track_all_labels(self) -> None:
-        """Record strokes on every 2D/3D labels layer from its creation, so slices corrected
-        before the layer is chosen here still count as reviewed."""
+        """Record strokes on every 2D/3D corrected-labels layer from its creation, so slices
+        corrected before the layer is chosen here still count as reviewed (scribbles layers
+        need no tracker: their strokes are their reviewed slices)."""
         for ly in self.viewer.layers:
             if type(ly).__name__ == "Labels" and np.ndim(ly.data) in (2, 3):
-                ReviewTracker.for_layer(ly, self.viewer)
+                if labels_mode(ly) == MODE_LABELS:
+                    ReviewTracker.for_layer(ly, self.viewer)
+                self._watch(ly)
+
+    def _watch(self, layer: Any) -> None:
+        """Update Run's state and the info line when ``layer`` changes (once per layer)."""
+        if layer in self._watched:
+            return
+        self._watched.add(layer)
+        if labels_mode(layer) == MODE_SCRIBBLES:
+            ref = weakref.ref(layer)
+
+            def changed(*_: Any) -> None:
+                # napari emits ``paint`` for data_setitem before it writes: count on the next
+                # turn of the event loop (one count for a burst of strokes)
+                if ref() is not None:
+                    self._summaries.pop(ref(), None)
+                self._recount.start()
+
+            layer.events.paint.connect(changed)
+            layer.events.data.connect(changed)
+        else:
+            ReviewTracker.for_layer(layer, self.viewer).connect(self.update_state)
 
     def refresh_models(self) -> None:
-        from ..errors import ModelError
-        from ..model.registry import ModelRegistry
-
-        reg = ModelRegistry()
-        self.model_combo.clear()
-        entries = reg.list_models()
-        preferred = None
-        broken: dict[str, str] = {}  # name -> why its active version cannot be told
-        try:
-            default = reg.default_model()
-        except ModelError as exc:
-            default = None
-            broken["(default)"] = str(exc)
-        actives: dict[str, Any] = {}
-        for e in entries:
-            if e.name not in actives and e.name not in broken:
-                try:
-                    actives[e.name] = reg.active(e.name)
-                except ModelError as exc:  # listed, but the user must fix active.json
-                    broken[e.name] = str(exc)
-            active = actives.get(e.name)
-            is_active = active is not None and active.version == e.version
-            self.model_combo.addItem(f"{e.ref}{' (active)' if is_active else ''}", e.ref)
-            if is_active and (preferred is None or (default and e.name == default.name)):
-                preferred = e.ref
-        if broken:
-            self.result_label.setText("Model registry problem: " + next(iter(broken.values())))
-        if preferred is None and default is not None:
-            preferred = default.ref
-        if preferred is not None:
-            self.model_combo.setCurrentIndex(max(0, self.model_combo.findData(preferred)))
+        fill_models(self)
 
     def _on_budget_mode(self, *_: Any) -> None:
-        by_time = self.budget_combo.currentText() == "seconds"
+        by_time = budget_by_time(self)
         self.epochs_spin.setVisible(not by_time)
         self.seconds_spin.setVisible(by_time)
 
     def add_pair(self) -> None:
         pair = (self.image_combo.currentText(), self.labels_combo.currentText())
         if not all(pair):
-            raise ValueError("choose an image and its corrected labels layer first")
+            raise ValueError("choose an image and its labels layer (corrected labels or scribbles) first")
         if pair not in self.pairs:
             self.pairs.append(pair)
             self.pairs_list.addItem(f"{pair[0]}  ←  {pair[1]}")
+        self.update_state()
 
     def remove_pair(self) -> None:
         row = self.pairs_list.currentRow()
         if 0 <= row < len(self.pairs):
             self.pairs.pop(row)
             self.pairs_list.takeItem(row)
+        self.update_state()
 
-    # ------------------------------------------------------------------ reviewed slices
-    def _attach_tracker(self, *_: Any) -> None:
+    # ------------------------------------------------------------------ the target
+    def labels_layer(self) -> Any:
         name = self.labels_combo.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    @property
+    def mode(self) -> str:
+        """:data:`MODE_SCRIBBLES` when the chosen labels layer is a scribbles layer."""
+        layer = self.labels_layer()
+        return labels_mode(layer) if layer is not None else MODE_LABELS
+
+    def _on_labels_chosen(self, *_: Any) -> None:
+        layer = self.labels_layer()
+        if layer is not None and self.mode == MODE_SCRIBBLES:  # its scan, as the name says
+            stem = layer.name.split(" [")[0]
+            if self.image_combo.findText(stem) >= 0:
+                self.image_combo.setCurrentText(stem)
+        self._attach_tracker()
+
+    def _attach_tracker(self, *_: Any) -> None:
         if self.tracker is not None:
             self.tracker.disconnect(self._on_reviewed_changed)
             self.tracker = None
-        if name and name in self.viewer.layers:
-            self.tracker = ReviewTracker.for_layer(self.viewer.layers[name], self.viewer)
+        layer = self.labels_layer()
+        if layer is not None and self.mode == MODE_LABELS:
+            self.tracker = ReviewTracker.for_layer(layer, self.viewer)
             self.tracker.connect(self._on_reviewed_changed)
+        self.mark_button.setEnabled(self.mode == MODE_LABELS)
         self._on_reviewed_changed()
 
+    def reviewed_flags(self) -> np.ndarray | None:
+        """Per-slice flags of the chosen target: its reviewed (or scribbled) slices."""
+        layer = self.labels_layer()
+        if layer is None:
+            return None
+        if self.mode == MODE_SCRIBBLES:
+            s = self.summary(layer)
+            flags = np.zeros(s.n_slices, bool)
+            flags[list(s.slices)] = True
+            return flags
+        return self.tracker.reviewed_mask() if self.tracker is not None else None
+
+    def current_slice(self) -> int | None:
+        """The slice the viewer shows of the chosen target (None without one)."""
+        if self.tracker is not None:
+            return self.tracker.current_slice()
+        layer = self.labels_layer()
+        if layer is None or np.ndim(layer.data) != 3:
+            return None if layer is None else 0
+        idx = int(np.round(np.asarray(layer.world_to_data(self.viewer.dims.point[-layer.ndim:]))[0]))
+        return int(np.clip(idx, 0, layer.data.shape[0] - 1))
+
     def _on_reviewed_changed(self, *_: Any) -> None:
-        t = self.tracker
-        done = t.reviewed_slices() if t is not None else []
-        self.reviewed_label.setText(
-            f"Reviewed slices: {len(done)} of {t.n_slices}" if t else "Reviewed slices: -")
+        flags = self.reviewed_flags()
+        done = [int(i) for i in np.flatnonzero(flags)] if flags is not None else []
+        what = " (slices with a scribble)" if self.mode == MODE_SCRIBBLES else ""
+        self.reviewed_label.setText(f"Reviewed slices: {len(done)} of {flags.shape[0]}{what}"
+                                    if flags is not None else "Reviewed slices: -")
         self.reviewed_list.clear()
         self.reviewed_list.addItems([f"slice {i}" for i in done])
         if self.ranked:
             self.ranked = [(i, s) for i, s in self.ranked if i not in set(done)]
             self._show_ranking()
+        self.update_state()
+
+    def summary(self, layer: Any) -> Any:
+        """The ScribbleSummary of a scribbles layer (kept until the layer's next change)."""
+        if layer not in self._watched:  # its changes are not seen: count now
+            return scribble_summary(layer.data)
+        if layer not in self._summaries:
+            self._summaries[layer] = scribble_summary(layer.data)
+        return self._summaries[layer]
+
+    def problems(self) -> list[str]:
+        """Why Train is disabled (empty when it can run)."""
+        pairs = list(self.pairs) or [(self.image_combo.currentText(), self.labels_combo.currentText())]
+        return pair_problems(self.viewer, pairs,
+                             lambda ly: ReviewTracker.for_layer(ly, self.viewer).reviewed_slices(),
+                             self.summary)
+
+    def update_state(self, *_: Any) -> None:
+        """The mode line, the info line (scribble counts, or why Train is disabled) and Train."""
+        layer = self.labels_layer()
+        mode = self.mode
+        self.mode_label.setText(MODE_TEXT[mode] if layer is not None else "")
+        problems = self.problems()
+        text = ""
+        if mode == MODE_SCRIBBLES and layer is not None:
+            summary = self.summary(layer)
+            text = summary.text(class_names(self.viewer, layer, self.model_combo.currentData()))
+            if not problems:
+                text += " " + scribble_caveat(summary, self.train_overrides)
+        if problems:
+            text = (text + " " if text else "") + "Cannot train: " + "; ".join(problems) + "."
+        self.info_label.setText(text)
+        self.train_button.setEnabled(not problems and not self._training)
+        self.train_button.setToolTip("; ".join(problems))
 
     def mark_current(self) -> int:
         if self.tracker is None:
-            raise ValueError("choose the corrected labels layer first")
+            raise ValueError("choose the corrected labels layer first (scribbled slices count as "
+                             "reviewed by themselves)")
         return self.tracker.mark_current()
 
     # ------------------------------------------------------------------ training
     def train_config(self, spatial_dims: int = 2, model_patch: tuple = ()) -> Any:
-        from ..training import TrainConfig
-
-        kw: dict[str, Any] = {"lr": self.lr_spin.value(),
-                              "freeze_encoder": self.freeze_check.isChecked(),
-                              "precision": self.precision_combo.currentText()}
-        if self.budget_combo.currentText() == "seconds":
-            kw.update(epochs=1000, max_seconds=float(self.seconds_spin.value()))
-        else:
-            kw.update(epochs=self.epochs_spin.value(), max_seconds=None)
-        if spatial_dims != 2 and model_patch:  # the 2D default patch does not fit a 3D model
-            kw["patch_size"] = tuple(model_patch)
-        kw.update(self.train_overrides)
-        return TrainConfig(**kw)
+        return train_config(self, spatial_dims, model_patch, sparse=self.mode == MODE_SCRIBBLES)
 
     def snapshot(self) -> TrainRequest:
         """Copy the chosen layers into TrainingPairs (GUI thread)."""
-        from ..model.checkpoint import read_spec
-        from ..model.registry import ModelRegistry
-        from ..training.dataset import TrainingPair
-
         pairs = list(self.pairs) or [(self.image_combo.currentText(),
                                       self.labels_combo.currentText())]
-        out = []
-        for img_name, lab_name in pairs:
-            if img_name not in self.viewer.layers or lab_name not in self.viewer.layers:
-                raise ValueError(f"layer '{img_name}' or '{lab_name}' is not in the viewer")
-            img, lab = self.viewer.layers[img_name], self.viewer.layers[lab_name]
-            tracker = ReviewTracker.for_layer(lab, self.viewer)
-            if not tracker.reviewed_slices():
-                raise ValueError(f"no slice of '{lab_name}' is marked reviewed: correct some "
-                                 "slices (painting marks them) or press 'Mark current slice'")
-            labels = layer_to_volume(lab, np.array(lab.data))
-            flags = tracker.reviewed_mask()
-            reviewed = flags.copy() if labels.ndim == 3 else np.full(labels.shape, flags[0])
-            image = layer_to_volume(img, np.array(img.data))
-            from ..io.validate import require_same_grid
-
-            require_same_grid(labels, image, f"labels '{lab_name}'", f"image '{img_name}'")
-            out.append(TrainingPair(image=image, labels=labels, reviewed=reviewed))
-        ref = self.model_combo.currentData()
-        if not ref:
-            raise ValueError("no base model: add one to the registry first")
-        reg = ModelRegistry()
-        base_path = reg.resolve(ref)
-        spec = read_spec(base_path)
-        name = ref.partition("@")[0]
-        active = reg.active(name)
-        config = self.train_config(spec.arch.spatial_dims, spec.patch_size)
-        return TrainRequest(base_path, tuple(out), config, name,
-                            tuple(e.version for e in reg.versions(name)),
-                            active.version if active else None, ref.partition("@")[2] or "",
-                            pairs[0][0], pairs[0][1])
+        return build_request(self.viewer, pairs, self.model_combo.currentData(),
+                             lambda dims, patch, mode: train_config(
+                                 self, dims, patch, sparse=mode == MODE_SCRIBBLES))
 
     def make_runner(self) -> JobRunner | None:
         try:
@@ -355,9 +313,15 @@ class FinetuneWidget(QWidget):
         runner = self.make_runner()
         if runner is None:
             return None
+        self._training = True
         self.train_button.setEnabled(False)
         self.stop_button.setEnabled(True)
-        return runner.start()
+        try:
+            return runner.start()
+        except Exception:
+            self._training = False
+            self.update_state()
+            raise
 
     def stop(self, *_: Any) -> None:
         """End training after the current batch; the best weights are validated and saved as
@@ -376,75 +340,35 @@ class FinetuneWidget(QWidget):
         elapsed / budget seconds instead, and fill the bar by time."""
         req = self.last_request
         budget = getattr(req.config, "max_seconds", None) if req is not None else None
-        if not budget or self.budget_combo.currentText() != "seconds":
+        if not budget or not budget_by_time(self):
             return
-        info = p.info
-        elapsed = float(info.get("seconds") or 0.0)
-        text = f"{elapsed:.0f} s / {budget:.0f} s"
-        if p.stage == "train" and info.get("loss") is not None:
-            text += f" · loss {float(info['loss']):.4f}"
-        elif p.stage == "validate" and info.get("val_dice") is not None:
-            text += f" · validation Dice {float(info['val_dice']):.4f}"
-            if info.get("best_val_dice") is not None:
-                text += f" (best {float(info['best_val_dice']):.4f})"
+        text, value = budget_status(p, budget)
         self.progress.status.setText(text)
-        self.progress.bar.setValue(int(min(100.0, 100.0 * elapsed / float(budget))))
+        self.progress.bar.setValue(value)
 
     def _on_finished(self) -> None:
-        self.train_button.setEnabled(True)
         self.stop_button.setEnabled(False)
         self.plot.redraw()
         if self.runner is not None and self.runner.cancelled and self.last_request is not None:
-            self.result_label.setText(self._cancelled_message(self.last_request))
+            self.result_label.setText(cancelled_text(self.last_request))
         self.refresh_models()
-
-    def _cancelled_message(self, req: TrainRequest) -> str:
-        from ..model.registry import ModelRegistry
-
-        from ..errors import ModelError
-
-        reg = ModelRegistry()
-        new = [e for e in reg.versions(req.name) if e.version not in req.versions_before]
-        try:
-            active = reg.get(req.name) if reg.versions(req.name) else None
-        except ModelError:
-            active = None
-        act = f"{active.ref} stays active" if active else "the active model is unchanged"
-        if not new:
-            return f"Cancelled: nothing saved; {act}."
-        return f"Cancelled, but {new[-1].ref} was already saved (not activated); {act}."
+        self._training = False
+        self.update_state()  # Train enabled again, unless something is missing now
 
     def show_result(self, result: Any) -> None:
         self.last_result = result
-        entry = result.entry
-        stopped = getattr(result.train_result, "stopped", "") == "stopped"
-        dice = (f"{'Stopped: ' if stopped else ''}held-out Dice before {result.before_dice:.3f}"
-                f" → {'best ' if entry is None else 'after '}{result.after_dice:.3f}")
-        n_val = int(getattr(result, "val_slices", 0) or 0)
-        if n_val:
-            dice += f" on {n_val} held-out slice{'s' if n_val != 1 else ''}"
-        if entry is None:  # no epoch beat the base: no version was written
-            self.result_label.setText(f"{dice}. No improvement within the budget: nothing saved; the "
-                                      "previous version stays active.")
+        mode = self.last_request.mode if self.last_request is not None else MODE_LABELS
+        self.result_label.setText(result_text(result, mode))
+        if result.entry is None:  # no epoch beat the base: no version was written
             self.resegment_button.setEnabled(False)
             return
         self.progress.bar.setValue(100)
-        # the job is run with activate_on_stop=False: Stop never changes the active model
-        text = f"{dice}; saved as {entry.ref}. "
-        if result.activated:
-            text += f"{entry.ref} is now active."
-        else:
-            why = "; ".join(getattr(result, "not_activated_because", ()) or ())
-            if not why and stopped:
-                why = "training was stopped"
-            text += (f"Not activated{(' because ' + why) if why else ''}: the previous version stays active; "
-                     f"you can still pick v{entry.version}.")
-        self.result_label.setText(text)
         self.resegment_button.setEnabled(True)
 
     # ------------------------------------------------------------------ re-segment
     def resegment(self, *_: Any, sync: bool = False) -> Any:
-        """Predict with the new version; reviewed slices keep the user's labels."""
+        """Predict with the new version; reviewed slices keep the user's labels (scribbles:
+        the strokes keep their class)."""
         if self.last_result is None or self.last_request is None:
             raise ValueError("train a model first")
         req = self.last_request
@@ -452,7 +376,8 @@ class FinetuneWidget(QWidget):
         lab = self.viewer.layers[req.labels_name]
         volume = layer_to_volume(img, np.array(img.data))
         user = np.array(lab.data)
-        reviewed = ReviewTracker.for_layer(lab, self.viewer).reviewed_mask()
+        reviewed = ReviewTracker.for_layer(lab, self.viewer).reviewed_mask() \
+            if req.mode == MODE_LABELS else None
         path, version = self.last_result.entry.path, self.last_result.entry.version
 
         def factory():
@@ -462,9 +387,7 @@ class FinetuneWidget(QWidget):
             return (yield from predict_job(load_model(path), volume, PredictConfig()))
 
         def done(pred: Any) -> None:
-            out = np.asarray(pred.labels).astype(user.dtype, copy=True)
-            if out.ndim == 3:
-                out[reviewed] = user[reviewed]
+            out = resegmented(pred.labels, user, reviewed, req.mode)
             name = f"{req.image_name} [attnseg]"
             if name in self.viewer.layers and (
                     name == req.labels_name or
@@ -475,78 +398,3 @@ class FinetuneWidget(QWidget):
 
         self.aux_runner = JobRunner(factory, self.progress, on_result=done, context="Re-segment")
         return self.aux_runner.run_sync() if sync else self.aux_runner.start()
-
-    # ------------------------------------------------------------------ uncertainty
-    def compute_uncertainty(self, *_: Any, sync: bool = False) -> Any:
-        from ..inference.uncertainty import entropy_map
-
-        name = self.image_combo.currentText()
-        if name not in self.viewer.layers:
-            raise ValueError("choose an image layer first")
-        img = self.viewer.layers[name]
-        prob_name = f"{name} [attnseg] probabilities"
-        if prob_name in self.viewer.layers:
-            from .refine import class_probabilities
-
-            layer = self.viewer.layers[prob_name]
-            probs = class_probabilities(layer, tuple(img.data.shape))  # every class, if kept
-            probs = np.asarray(layer.data if probs is None else probs, dtype=np.float32)
-            if probs.ndim == img.data.ndim:  # the layer holds the foreground probability
-                probs = np.stack([1.0 - probs, probs])
-            self.show_uncertainty(name, entropy_map(probs))
-            return None
-        volume = layer_to_volume(img, np.array(img.data))
-        ref = self.model_combo.currentData()
-        if not ref:
-            raise ValueError("no model to predict with: segment first or add a model")
-
-        def factory():
-            from ..inference.uncertainty import flip_uncertainty_job
-            from ..model.checkpoint import load_model
-            from ..model.registry import ModelRegistry
-
-            model = load_model(ModelRegistry().resolve(ref))
-            return (yield from flip_uncertainty_job(model, volume))
-
-        self.aux_runner = JobRunner(factory, self.progress, context="Uncertainty",
-                                    on_result=lambda r: self.show_uncertainty(name, r.entropy))
-        return self.aux_runner.run_sync() if sync else self.aux_runner.start()
-
-    def show_uncertainty(self, image_name: str, umap: np.ndarray) -> None:
-        from ..inference.uncertainty import rank_slices
-
-        img = self.viewer.layers[image_name]
-        kw = derived_layer_kwargs(img, f"{image_name} [attnseg] uncertainty")
-        kw.update(colormap="inferno", contrast_limits=(0.0, 1.0), blending="additive")
-        upsert_layer(self.viewer, umap, kw, "image")
-        reviewed = self.tracker.reviewed_mask() if self.tracker is not None and \
-            umap.ndim == 3 and self.tracker.n_slices == umap.shape[0] else None
-        self.ranked = rank_slices(umap, reviewed=reviewed, top_k=20) if umap.ndim == 3 else []
-        self._show_ranking()
-
-    def _show_ranking(self) -> None:
-        self.uncertainty_list.clear()
-        self.uncertainty_list.addItems([f"slice {i}: {s:.3f}" for i, s in self.ranked])
-
-    def go_to_slice(self, index: int) -> None:
-        name = self.image_combo.currentText()
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None
-        if layer is None or layer.ndim != 3:
-            return
-        world = layer.data_to_world((index, 0, 0))
-        axis = self.viewer.dims.ndim - layer.ndim
-        self.viewer.dims.set_point(axis, float(world[0]))
-
-    def next_slice(self, *_: Any) -> int | None:
-        """Go to the next most uncertain unreviewed slice: the top one, or the one after the
-        slice "Next" showed last if the viewer still shows it (wrapping)."""
-        if not self.ranked:
-            return None
-        order = [i for i, _ in self.ranked]
-        current = self.tracker.current_slice() if self.tracker is not None else None
-        last = self._next_last
-        pos = order.index(last) + 1 if last in order and last == current else 0
-        target = order[pos % len(order)]
-        self._next_last = target
-        self.go_to_slice(target)
-        return target
