@@ -123,7 +123,7 @@ def test_predict_without_model_follows_the_rule(tmp_path, capsys):
     rc = main(["predict", str(img), "-o", str(tmp_path / "b.nii.gz"), "-q", "--device", "cpu"])
     assert rc == 0
     side = json.loads((tmp_path / "b.json").read_text())
-    assert "hc18-ultrasound-2d@1" in side["provenance"]["model_id"]
+    assert "hc18-ultrasound-2d@2" in side["provenance"]["model_id"]  # v2, the active version
     assert side["geometry"]["spacing_mm"] == [0.2, 0.2]
     # --spacing wins over the CSV; --modality MR: no MR model, said plainly
     rc = main(["predict", str(img), "-o", str(tmp_path / "c.nii.gz"), "-q", "--device", "cpu",
