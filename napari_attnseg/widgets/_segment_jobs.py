@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._compute import compute_thread
-from ._segment_results import foreground_probability
+from ._segment_results import foreground_probability, result_style
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ def segment_job(models: Any, req: Any, base: Any, merged: dict,
             pred = yield from predictor.predict_job(model, req.volume, cfg)
             # the layer's foreground probability, computed here rather than on the GUI thread
             merged["foreground"] = foreground_probability(pred.probabilities)
+            merged["style"] = result_style(pred.provenance)
             return pred
         t0 = time.perf_counter()
         yield Progress(0, 1, "preview", f"slice {index}")
@@ -82,6 +83,7 @@ def segment_job(models: Any, req: Any, base: Any, merged: dict,
                                        intensity=intensity_for(model, req, cfg))
         if base is not None:  # the full-size copies, off the GUI thread
             merged["arrays"] = base.merge(pred, index)
+        merged["style"] = result_style(pred.provenance)
         merged["seconds"] = time.perf_counter() - t0
         return pred
 
@@ -129,6 +131,31 @@ class WarmUp:
         """Let a running warm-up (well under a second) finish."""
         if self.worker is not None and self.idle is not None:
             self.idle.wait(timeout=timeout)
+
+
+def request_warm_up(warm: WarmUp, intensity: Any, models: Any, image_name: str, volume: Any,
+                    index: int, folder: Path, options: Any,
+                    on_preview_seconds: Callable[[float], None]) -> None:
+    """Warm the model up for this image in the background (one discarded preview at the
+    image's slice shape, and the intensity statistics, kept in ``intensity``); at most one
+    warm-up runs, the latest request waits for it (:class:`WarmUp`)."""
+    key = intensity.key(image_name, volume, folder, options) + (
+        options.device, options.precision, options.window, options.tta)
+
+    def job() -> Any:
+        from ..inference import predictor
+        from ._results import warm_layer_machinery
+
+        warmed = predictor.warm_up(models.load(folder), volume, options.predict_config(),
+                                   index=index)
+        warm_layer_machinery()  # napari's first-layer imports, off the GUI thread too
+        return warmed
+
+    def done(warmed: Any) -> None:
+        intensity.put(key[:4], warmed.intensity)
+        on_preview_seconds(warmed.preview_seconds)
+
+    warm.request(key, job, done)
 
 
 class IntensityCache:

@@ -24,8 +24,10 @@ from typing import Any
 from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
 
 from .._napari.layers import META_KEY
+from ..errors import ModelError
 from ..io.modality import normalize_anatomy, normalize_modality
-from ..model.choose import NO_MODEL_TEXT, ModelChoice, choose_model, mismatch, model_info
+from ..model.choose import (NO_MODEL_TEXT, ModelChoice, ModelInfo, choose_model, mismatch,
+                            model_info)
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,8 @@ NO_FIT = "(no fitting model: choose one)"
 MODALITY_CHOICES = ("auto", "CT", "MR", "US")
 
 __all__ = ["BROWSE", "NO_FIT", "NO_MODEL_TEXT", "ImageFacts", "ModelCache", "ModelPicker",
-           "SegmentOptions", "image_facts", "model_note", "plan_info"]
+           "SegmentOptions", "image_facts", "model_note", "plan_info", "plan_key",
+           "read_registry"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,17 @@ def plan_info(model: Any, volume: Any, options: SegmentOptions) -> tuple[str, bo
     return text, True
 
 
+def plan_key(layer: Any, folder: Path, facts: ImageFacts, options: SegmentOptions) -> tuple:
+    """What the info line's plan depends on (cheap, GUI thread): the model folder and its files'
+    stamps, the image layer's data (identity, shape) and geometry, its modality and the options.
+    The same key gives the same plan: adding result layers or finishing a run does not re-plan."""
+    data = layer.data
+    affine = getattr(getattr(layer, "affine", None), "affine_matrix", None)
+    return (str(folder), ModelCache._stamp(folder), layer.name, id(data),
+            tuple(getattr(data, "shape", ())), tuple(float(v) for v in layer.scale),
+            None if affine is None else affine.tobytes(), facts, options)
+
+
 class ModelCache:
     """Loaded models by folder, reloaded when config.json or the weights change. A failed load
     is remembered too (its error is re-raised until the files change). Thread-safe; :meth:`load`
@@ -183,9 +197,34 @@ class _RefreshingComboBox(QComboBox):
         super().showPopup()
 
 
+def read_registry(registry: Any) -> tuple[list, list[ModelInfo], dict[str, str]]:
+    """(every listed version, one :class:`ModelInfo` per name that resolves, {name: problem}).
+    A name whose ``active.json`` is corrupt or names a missing version (``ModelError``, the
+    message says how to fix it) is left out of the automatic choice and reported instead of
+    raising, so one broken model never makes the whole list fail; its versions stay listed
+    (each is a complete folder the user may pick)."""
+    try:
+        entries = registry.list_models()
+    except (OSError, ModelError) as exc:
+        return [], [], {"registry": f"the model registry {registry.root} cannot be read: {exc}"}
+    infos: list[ModelInfo] = []
+    problems: dict[str, str] = {}
+    for name in dict.fromkeys(e.name for e in entries):
+        try:
+            e = registry.get(name)
+        except (OSError, ModelError) as exc:
+            problems[name] = str(exc)
+            logger.warning("model '%s' skipped: %s", name, exc)
+            continue
+        infos.append(model_info(e.path, name=e.name, version=e.version, shipped=e.shipped))
+    return entries, infos, problems
+
+
 class ModelPicker:
     """The model combo box and its preselection; ``facts()`` gives the current image's
-    :class:`ImageFacts`, ``changed()`` is called after a change made here."""
+    :class:`ImageFacts`, ``changed()`` is called after a change made here. ``problems``:
+    models of the registry that could not be resolved ({name: message}), shown in the info
+    line (:meth:`problem_text`) and once as a notification."""
 
     def __init__(self, parent: QWidget, facts: Any, changed: Any):
         self._parent = parent
@@ -195,6 +234,9 @@ class ModelPicker:
         self.picked = False  #: the user chose a model: no preselection by modality
         self.browsed: list[Path] = []  #: model folders picked with "Browse folder..."
         self.choice: ModelChoice | None = None  #: the last automatic choice
+        self.models: list[ModelInfo] = []  #: the names that resolve, as of the last refresh
+        self.problems: dict[str, str] = {}  #: {model name: why it was skipped}
+        self._notified: set[str] = set()
         self.combo.activated.connect(self._on_activated)
 
     def folder(self) -> Path | None:
@@ -207,13 +249,13 @@ class ModelPicker:
         fine-tuned version once it is active), or the "no fitting model" entry."""
         from ..model.registry import ModelRegistry
 
-        previous = self.combo.currentData()
-        reg = ModelRegistry()
+        previous, known = self.combo.currentData(), self.problems
+        entries, self.models, self.problems = read_registry(ModelRegistry())
         combo = self.combo
         combo.blockSignals(True)
         combo.clear()
         combo.addItem(NO_FIT, None)
-        for e in reg.list_models():
+        for e in entries:
             info = model_info(e.path, name=e.name, version=e.version, shipped=e.shipped)
             tag = " (shipped)" if e.shipped else ""
             combo.addItem(f"{e.ref}{tag}: {info.describe()}", str(e.path))
@@ -226,14 +268,33 @@ class ModelPicker:
             combo.setCurrentIndex(idx)
         else:
             self.picked = False
-            self._select_choice(reg)
+            self._select_choice()
         combo.blockSignals(False)
-        if combo.currentData() != previous:
+        self._notify_problems()
+        if combo.currentData() != previous or self.problems != known:
             self._changed()
 
-    def _select_choice(self, registry: Any = None) -> None:
+    def _notify_problems(self) -> None:
+        """A notification per newly broken model (not again at every refresh)."""
+        new = {m for m in self.problems.values() if m not in self._notified}
+        if not new:
+            return
+        self._notified |= new
+        try:
+            from napari.utils.notifications import show_warning
+        except ImportError:  # pragma: no cover - napari is a dependency of the widgets
+            return
+        for message in sorted(new):
+            show_warning(f"Segment: model skipped: {message}")
+
+    def problem_text(self) -> str:
+        """"" or "model 'x' skipped: <why>. " for the info line."""
+        return "".join(f"model '{name}' skipped: {message}. " if name != "registry"
+                       else f"{message}. " for name, message in self.problems.items())
+
+    def _select_choice(self) -> None:
         facts = self._facts()
-        self.choice = choose_model(facts.modality, facts.anatomy, registry=registry)
+        self.choice = choose_model(facts.modality, facts.anatomy, models=self.models)
         idx = self.combo.findData(str(self.choice.path)) if self.choice.path else -1
         self.combo.setCurrentIndex(max(idx, 0))
 

@@ -30,12 +30,13 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, Q
 
 from .._napari.layers import layer_to_volume
 from ._segment_model import (BROWSE, MODALITY_CHOICES, NO_MODEL_TEXT, ModelCache,  # noqa: F401
-                             ModelPicker, SegmentOptions, image_facts, model_note, plan_info)
+                             ModelPicker, SegmentOptions, image_facts, model_note, plan_info,
+                             plan_key)
 from ._segment_jobs import (IntensityCache, SegmentRequest, WarmUp, alive, background,
-                            prepare_in_background, segment_job)
+                            prepare_in_background, request_warm_up, segment_job)
 from ._segment_results import (_Merged, _PreviewBase, foreground_probability,  # noqa: F401
                                preview_base, target_name, write_result)
-from ._worker import JobRunner, ProgressPanel, notify_error, warm_layer_machinery
+from ._worker import JobRunner, ProgressPanel, notify_error
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class SegmentWidget(QWidget):
         self.warm = WarmUp()
         self._info_worker: Any = None
         self._info_generation = 0
+        self._planned: tuple[tuple, str] | None = None  #: (plan_key, text) of the last plan
         self._note = ""  #: the info line's warning about the model and the image
         self._pending_layers = 0  #: result layers scheduled for the next event-loop turn
         self._last_preview_s: float | None = None
@@ -225,25 +227,46 @@ class SegmentWidget(QWidget):
         memory) follows from the compute thread a moment later."""
         self._info_generation += 1
         folder = self.model_folder()
+        broken = self.picker.problem_text()  # models skipped (e.g. a corrupt active.json)
         if folder is None:
             self._info_timer.stop()
-            self.info_label.setText(self.picker.no_model_text())
+            self.info_label.setText(broken + self.picker.no_model_text())
             return
         if not self.image_combo.currentText():
             self._info_timer.stop()
-            self.info_label.setText("open an image to segment")
+            self.info_label.setText(broken + "open an image to segment")
             return
         note = model_note(folder, self.image_facts())
-        self._note = f"Warning: {note}. " if note else ""
+        self._note = (f"Warning: {note}. " if note else "") + broken
+        if self._show_planned(folder):  # nothing the plan depends on changed (e.g. a run ended)
+            self._info_timer.stop()
+            return
         self.info_label.setText(self._note + "planning...")
         self._info_timer.start()
+
+    def _plan_key(self, folder: Path | None) -> tuple | None:
+        name = self.image_combo.currentText()
+        if folder is None or name not in self.viewer.layers:
+            return None
+        return plan_key(self.viewer.layers[name], folder, self.image_facts(), self.options())
+
+    def _show_planned(self, folder: Path | None) -> bool:
+        """Show the last plan when it is still the plan of the current inputs."""
+        key = self._plan_key(folder)
+        if key is None or self._planned is None or self._planned[0] != key:
+            return False
+        self.info_label.setText(self._note + self._planned[1])
+        return True
 
     def _plan(self) -> None:
         if self._info_worker is not None:  # one at a time: the newest asks again when done
             return
         folder, generation = self.model_folder(), self._info_generation
+        if self._show_planned(folder):
+            return
         try:
             volume, options = self.image_volume(), self.options()
+            key = self._plan_key(folder)
         except Exception as exc:  # shown in the info line; the buttons report it properly
             self.info_label.setText(f"cannot run: {exc}")
             return
@@ -260,10 +283,12 @@ class SegmentWidget(QWidget):
             self._info_worker = None
             if not alive(self.info_label):  # the widget was closed meanwhile
                 return
+            text, runnable = result if result is not None else ("cannot run", False)
+            if result is not None:
+                self._planned = (key, text)
             if generation != self._info_generation:
                 self._info_timer.start()  # something changed meanwhile: plan again
                 return
-            text, runnable = result if result is not None else ("cannot run", False)
             self.info_label.setText(self._note + text)
             if runnable:
                 self._warm_up(folder, options)
@@ -314,32 +339,21 @@ class SegmentWidget(QWidget):
         return self.runner
 
     def _warm_up(self, folder: Path, options: SegmentOptions) -> None:
-        """Warm the model up for this image in the background (one discarded preview at the
-        image's slice shape, and the intensity statistics), so the first real preview runs at
-        the steady-state speed. At most one warm-up runs; the latest request waits for it."""
+        """Warm the model up for this image in the background (see :func:`request_warm_up`),
+        so the first real preview runs at the steady-state speed."""
         try:
             volume = self.image_volume()
             index = self.current_slice_index()
         except Exception as exc:  # nothing to warm up for; the buttons report problems
             logger.debug("no warm-up: %s", exc)
             return
-        key = self._intensity.key(self.image_combo.currentText(), volume, folder, options) + (
-            options.device, options.precision, options.window, options.tta)
 
-        def job() -> Any:
-            from ..inference import predictor
-
-            warm = predictor.warm_up(self.models.load(folder), volume,
-                                     options.predict_config(), index=index)
-            warm_layer_machinery()  # napari's first-layer imports, off the GUI thread too
-            return warm
-
-        def done(warm: Any) -> None:
-            self._intensity.put(key[:4], warm.intensity)
+        def preview_seconds(seconds: float) -> None:
             if self._last_preview_s is None:  # so the first preview, if fast, runs like the next
-                self._last_preview_s = warm.preview_seconds
+                self._last_preview_s = seconds
 
-        self.warm.request(key, job, done)
+        request_warm_up(self.warm, self._intensity, self.models, self.image_combo.currentText(),
+                        volume, index, folder, options, preview_seconds)
 
     @property
     def _warm_worker(self) -> Any:

@@ -375,7 +375,10 @@ def test_model_list_refreshes_and_follows_the_activated_fine_tune(make_napari_vi
     from napari_attnseg.model.checkpoint import load_model
 
     loaded = load_model(tiny)
-    tuned = reg.add_version(base.name, loaded.network, loaded.spec, parent=base.ref)
+    import dataclasses  # a fine-tune keeps its parent's anatomy (the phantom demo's)
+
+    spec = dataclasses.replace(loaded.spec, anatomy="phantom")
+    tuned = reg.add_version(base.name, loaded.network, spec, parent=base.ref)
     w.model_combo.showPopup()
     w.model_combo.hidePopup()
     assert w.model_combo.findData(str(tuned.path)) >= 0  # listed
