@@ -50,12 +50,25 @@ _VALUE = re.compile(r"^label (\d+)$")
 MIN_DICE, WARN_DICE = 0.5, 0.97
 
 
+#: set by the Qt build of opencv-python (rt-utils' dependency) when cv2 is imported: its own Qt
+#: plugins, which break napari (and every Qt program started from this process) on Linux
+_CV2_QT_VARIABLES = ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR")
+
+
 def _rt_utils() -> Any:
+    saved = {k: os.environ.get(k) for k in _CV2_QT_VARIABLES}
     try:
+        import cv2  # noqa: F401  (first, with the environment guarded)
         import rt_utils
         from rt_utils import ds_helper  # noqa: F401  (the builder helpers used below)
     except ImportError as exc:
         raise MissingDependencyError("rt-utils", extra="rtstruct", purpose="RTSTRUCT") from exc
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return rt_utils
 
 

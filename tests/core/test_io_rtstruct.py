@@ -313,3 +313,25 @@ def test_errors_are_attnseg_errors(tmp_path):
     bad.write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
     with pytest.raises(AttnsegError):
         read_volume(bad)
+
+
+def test_loading_rt_utils_leaves_qt_alone():
+    """opencv-python's Qt build (rt-utils' dependency) points QT_QPA_PLATFORM_PLUGIN_PATH at
+    its own Qt plugins when cv2 is imported; every napari started from this process afterwards
+    (a subprocess inherits the environment) then fails to load Qt's xcb plugin and aborts."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("rt_utils")
+    code = ("import os; {imp}; "
+            "print(sorted(k for k in os.environ if k in ('QT_QPA_PLATFORM_PLUGIN_PATH', 'QT_QPA_FONTDIR')))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QT_QPA_")}
+    ours = subprocess.run([sys.executable, "-c", code.format(
+        imp="from napari_attnseg.io.rtstruct import _rt_utils; _rt_utils()")],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout.strip() == "[]"
+    plain = subprocess.run([sys.executable, "-c", code.format(imp="import cv2")],
+                           capture_output=True, text=True, env=env, timeout=120)
+    if plain.stdout.strip() == "[]":
+        pytest.skip("this cv2 build sets no Qt variables (headless): nothing to guard against")
