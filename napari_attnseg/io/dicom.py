@@ -50,6 +50,20 @@ def has_dicom_magic(path: str | Path) -> bool:
         return False
 
 
+def dicom_header_tags(path: str | Path, tags: list[str]) -> Any | None:
+    """Only ``tags`` of a file named .dcm/.dicom or with the DICM prefix (a pydicom Dataset,
+    no pixel data), or ``None`` for anything else or an unreadable file (never raises)."""
+    p = Path(path)
+    try:
+        if not p.is_file() or not (p.suffix.lower() in (".dcm", ".dicom") or has_dicom_magic(p)):
+            return None
+        import pydicom
+
+        return pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=list(tags))
+    except Exception:  # pydicom raises many types on non-DICOM files
+        return None
+
+
 def is_dicom(path: str | Path) -> bool:
     """Cheap guess (never raises): a .dcm/.ima file, a file with the DICM prefix, or a folder
     holding one among its first files."""

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import MissingDependencyError, ReadError, WriteError
 from ..volume import Volume, volume_from_affine
-from .dicom import LPS_TO_SAR, SEG_SOP_CLASSES, has_dicom_magic
+from .dicom import LPS_TO_SAR, SEG_SOP_CLASSES, dicom_header_tags, has_dicom_magic
 from .labeltable import (Label, default_color, labels_from_metadata, mask_stem,
                          metadata_from_labels, present_values, sidecar_label_rows)
 
@@ -56,16 +56,8 @@ def _highdicom():
 
 def is_dicom_seg(path: str | Path) -> bool:
     """True for a DICOM file whose SOP class is a segmentation (header only; never raises)."""
-    p = Path(path)
-    try:
-        if not p.is_file() or not (p.suffix.lower() in (".dcm", ".dicom") or has_dicom_magic(p)):
-            return False
-        import pydicom
-
-        ds = pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["SOPClassUID"])
-        return str(ds.get("SOPClassUID", "")) in SEG_SOP_CLASSES
-    except Exception:  # pydicom raises many types on non-DICOM files; not a SEG then
-        return False
+    ds = dicom_header_tags(path, ["SOPClassUID"])
+    return ds is not None and str(ds.get("SOPClassUID", "")) in SEG_SOP_CLASSES
 
 
 # ---------------------------------------------------------------------- writing

@@ -74,20 +74,11 @@ def _rt_utils() -> Any:
 
 def is_rtstruct(path: str | Path) -> bool:
     """True for a DICOM file whose SOP class is an RT Structure Set (header only; never raises)."""
-    from .dicom import has_dicom_magic
+    from .dicom import dicom_header_tags
 
-    p = Path(path)
-    try:
-        if not p.is_file() or not (p.suffix.lower() in (".dcm", ".dicom") or has_dicom_magic(p)):
-            return False
-        import pydicom
-
-        ds = pydicom.dcmread(str(p), stop_before_pixels=True,
-                             specific_tags=["SOPClassUID", "Modality"])
-        return (str(ds.get("SOPClassUID", "")) == RTSTRUCT_SOP_CLASS
-                or str(ds.get("Modality", "")).upper() == "RTSTRUCT")
-    except Exception:  # pydicom raises many types on non-DICOM files; not an RTSTRUCT then
-        return False
+    ds = dicom_header_tags(path, ["SOPClassUID", "Modality"])
+    return ds is not None and (str(ds.get("SOPClassUID", "")) == RTSTRUCT_SOP_CLASS
+                               or str(ds.get("Modality", "")).upper() == "RTSTRUCT")
 
 
 # ---------------------------------------------------------------------- writing
