@@ -18,7 +18,17 @@ import pytest
 from napari_attnseg.errors import AttnsegError, MissingDependencyError, ReadError, WriteError
 from napari_attnseg.io import list_series, read_volume, write_volume
 
-pytest.importorskip("rt_utils")
+
+def _need_rt_utils():
+    """Skip without importing rt-utils: importing it (its opencv-python) unguarded would set Qt
+    plugin variables in this test process; the package's own import guards them."""
+    import importlib.util
+
+    if importlib.util.find_spec("rt_utils") is None:
+        pytest.skip("rt-utils is not installed (pip install 'napari-attnseg[rtstruct]')")
+
+
+_need_rt_utils()
 pydicom = pytest.importorskip("pydicom")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,7 +217,9 @@ def test_rtstruct_found_beside_its_series_and_in_the_load_table(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # rt-utils' own builder, used here
 def test_overlapping_rois_later_wins_with_a_warning(tmp_path):
-    from rt_utils import RTStructBuilder
+    from napari_attnseg.io.rtstruct import _rt_utils
+
+    RTStructBuilder = _rt_utils().RTStructBuilder
 
     shutil.copytree(CT_DICOM, tmp_path / "ct")
     for f in (tmp_path / "ct").iterdir():  # rt-utils needs the type-2 study attributes
@@ -322,7 +334,7 @@ def test_loading_rt_utils_leaves_qt_alone():
     import subprocess
     import sys
 
-    pytest.importorskip("rt_utils")
+    _need_rt_utils()
     code = ("import os; {imp}; "
             "print(sorted(k for k in os.environ if k in ('QT_QPA_PLATFORM_PLUGIN_PATH', 'QT_QPA_FONTDIR')))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("QT_QPA_")}
@@ -335,3 +347,11 @@ def test_loading_rt_utils_leaves_qt_alone():
                            capture_output=True, text=True, env=env, timeout=120)
     if plain.stdout.strip() == "[]":
         pytest.skip("this cv2 build sets no Qt variables (headless): nothing to guard against")
+
+
+def test_this_process_kept_no_cv2_qt_variables():
+    """After this module's reads and writes (the last test here), the test process itself still
+    has no Qt plugin path into opencv-python: Qt subprocesses started later (the render probe of
+    the orientation tests) would otherwise abort."""
+    assert not any("cv2" in os.environ.get(k, "") for k in ("QT_QPA_PLATFORM_PLUGIN_PATH",
+                                                             "QT_QPA_FONTDIR"))

@@ -17,6 +17,15 @@ from napari_attnseg.cli import main
 from napari_attnseg.io import read_volume
 from napari_attnseg.io.cohort import DICOM_KIND, find_cases, shard
 
+
+def _need_rt_utils():
+    """Skip without importing rt-utils: importing it (its opencv-python) unguarded would set Qt
+    plugin variables in this test process; the package's own import guards them."""
+    import importlib.util
+
+    if importlib.util.find_spec("rt_utils") is None:
+        pytest.skip("rt-utils is not installed (pip install 'napari-attnseg[rtstruct]')")
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data"
 MHA = ROOT / "tests" / "data" / "metaimage" / "oblique_ct.mha"
@@ -147,7 +156,7 @@ def test_real_scans_folder(shared_data, tmp_path):
 
 
 def test_rtstruct_format_for_the_dicom_case(cohort, tmp_path, capsys):
-    pytest.importorskip("rt_utils")
+    _need_rt_utils()
     for extra in ("site2", "case_a.nii.gz", "small.mha"):
         p = cohort / extra
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)

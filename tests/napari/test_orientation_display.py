@@ -244,6 +244,9 @@ def _run_probe(spec: list[dict], tmp_path: Path, png_dir: Path | None = None) ->
     spec_path, result_path = tmp_path / "spec.json", tmp_path / "result.json"
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ, QT_QPA_PLATFORM="xcb")
+    for key in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR"):  # e.g. opencv-python's own Qt
+        if "cv2" in env.get(key, ""):
+            env.pop(key)
     args = [sys.executable, str(PROBE), str(spec_path), str(result_path)]
     if png_dir is not None:
         args.append(str(png_dir))

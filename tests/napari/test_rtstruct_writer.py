@@ -12,6 +12,15 @@ import pytest
 
 from napari_attnseg._napari.reader import get_reader
 
+
+def _need_rt_utils():
+    """Skip without importing rt-utils: importing it (its opencv-python) unguarded would set Qt
+    plugin variables in this test process; the package's own import guards them."""
+    import importlib.util
+
+    if importlib.util.find_spec("rt_utils") is None:
+        pytest.skip("rt-utils is not installed (pip install 'napari-attnseg[rtstruct]')")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -23,7 +32,7 @@ def _open(viewer, path):
 
 
 def test_rtstruct_writer_round_trip_on_the_series(tmp_path, make_napari_viewer):
-    pytest.importorskip("rt_utils")
+    _need_rt_utils()
     pytest.importorskip("pydicom")
     shutil.copytree(ROOT / "sample_data" / "ct_dicom", tmp_path / "ct")
     viewer = make_napari_viewer()
