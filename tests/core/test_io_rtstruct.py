@@ -347,11 +347,3 @@ def test_loading_rt_utils_leaves_qt_alone():
                            capture_output=True, text=True, env=env, timeout=120)
     if plain.stdout.strip() == "[]":
         pytest.skip("this cv2 build sets no Qt variables (headless): nothing to guard against")
-
-
-def test_this_process_kept_no_cv2_qt_variables():
-    """After this module's reads and writes (the last test here), the test process itself still
-    has no Qt plugin path into opencv-python: Qt subprocesses started later (the render probe of
-    the orientation tests) would otherwise abort."""
-    assert not any("cv2" in os.environ.get(k, "") for k in ("QT_QPA_PLATFORM_PLUGIN_PATH",
-                                                             "QT_QPA_FONTDIR"))
