@@ -17,13 +17,14 @@ a warning.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -150,24 +151,58 @@ def build_segmentation(volume: Volume, *, reference: Volume | None = None,
         omit_empty_frames=len(present) > 0)
 
 
+@contextlib.contextmanager
+def staged_dicom_write(path: Path) -> Iterator[tuple[Path, Path]]:
+    """``(tmp, side_tmp)``: hidden files beside ``path`` and its ``.json`` sidecar to write and
+    verify; both are moved into place together when the block ends without an error, and
+    whatever is left is removed (an ``OSError`` becomes a :class:`WriteError` naming ``path``)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    side = path.with_name(mask_stem(path) + ".json")
+    side_tmp = side.with_name(f".{side.name}.tmp")
+    tmp = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{mask_stem(path)}.", suffix=".dcm")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        yield tmp, side_tmp
+        os.replace(tmp, path)
+        os.replace(side_tmp, side)
+    except OSError as exc:
+        raise WriteError(path, f"could not be written ({exc})") from exc
+    finally:
+        for p in (tmp, side_tmp):
+            if p is not None and p.exists():
+                p.unlink()
+
+
+def dicom_result_sidecar(path: Path, fmt: str, ds: Any, hdr: Mapping[str, Any], volume: Volume,
+                         written: np.ndarray, provenance: Mapping[str, Any] | None,
+                         **extra: Any) -> dict[str, Any]:
+    """The JSON sidecar of a DICOM result object (SEG, RTSTRUCT) written for ``volume``: its
+    UIDs, the series it references, provenance and one row per label present in ``written``."""
+    from .. import __version__
+
+    meta = {**dict(volume.metadata), **dict(provenance or {})}
+    rows = [{"label": v, "voxels": int(np.count_nonzero(written == v))} for v in present_values(written)]
+    return {
+        "file": path.name, "written_by": f"napari-attnseg {__version__}", "format": fmt,
+        "sop_instance_uid": str(ds.SOPInstanceUID), "series_instance_uid": str(ds.SeriesInstanceUID),
+        "referenced_series_uid": hdr.get("series_uid"), "source": volume.source,
+        "provenance": meta, "labels": sidecar_label_rows(rows, meta), **extra,
+    }
+
+
 def write_dicom_seg(volume: Volume, path: str | Path, *, reference: Volume | None = None,
                     provenance: Mapping[str, Any] | None = None) -> Path:
     """Write ``volume`` as a DICOM-SEG referencing its source series (see the module doc)."""
     hd = _highdicom()
-    from .. import __version__
-
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise WriteError(path, f"folder {folder} does not exist")
     seg = build_segmentation(volume, reference=reference, provenance=provenance, path=path)
     hdr = _source_header(volume, reference, path)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{mask_stem(path)}.", suffix=".dcm")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    side = path.with_name(mask_stem(path) + ".json")
-    side_tmp = side.with_name(f".{side.name}.tmp")
-    try:
+    with staged_dicom_write(path) as (tmp, side_tmp):
         seg.save_as(str(tmp))
         back = hd.seg.segread(str(tmp))
         got = _label_map(back, list(hdr["sop_instance_uids"]))
@@ -175,22 +210,8 @@ def write_dicom_seg(volume: Volume, path: str | Path, *, reference: Volume | Non
         want = want[None] if want.ndim == 2 else want
         if not np.array_equal(got, want):
             raise WriteError(path, "verification failed: the SEG read back differs from the result")
-        meta = {**dict(volume.metadata), **dict(provenance or {})}
-        rows = [{"label": v, "voxels": int(np.count_nonzero(want == v))} for v in present_values(want)]
-        side_tmp.write_text(json.dumps({
-            "file": path.name, "written_by": f"napari-attnseg {__version__}", "format": "dicom-seg",
-            "sop_instance_uid": str(seg.SOPInstanceUID), "series_instance_uid":
-                str(seg.SeriesInstanceUID), "referenced_series_uid": hdr.get("series_uid"),
-            "source": volume.source, "provenance": meta, "labels": sidecar_label_rows(rows, meta),
-        }, indent=2, default=str))
-        os.replace(tmp, path)
-        os.replace(side_tmp, side)
-    except OSError as exc:
-        raise WriteError(path, f"could not be written ({exc})") from exc
-    finally:
-        for p in (tmp, side_tmp):
-            if p.exists():
-                p.unlink()
+        side_tmp.write_text(json.dumps(dicom_result_sidecar(
+            path, "dicom-seg", seg, hdr, volume, want, provenance), indent=2, default=str))
     log.info("wrote DICOM-SEG %s (%d segments)", path, len(seg.SegmentSequence))
     return path
 

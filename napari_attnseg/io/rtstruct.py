@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import replace
@@ -37,8 +36,8 @@ import numpy as np
 
 from ..errors import MissingDependencyError, ReadError, WriteError
 from ..volume import Volume
-from .labeltable import (Label, default_color, labels_from_metadata, mask_stem,
-                         metadata_from_labels, parse_color, present_values, sidecar_label_rows)
+from .labeltable import (Label, default_color, labels_from_metadata, metadata_from_labels,
+                         parse_color, present_values)
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +181,7 @@ def build_rtstruct(volume: Volume, *, reference: Volume | None = None,
 def write_rtstruct(volume: Volume, path: str | Path, *, reference: Volume | None = None,
                    provenance: Mapping[str, Any] | None = None) -> Path:
     """Write ``volume`` as an RTSTRUCT referencing its source series (see the module doc)."""
-    from .. import __version__
+    from .dicom_seg import dicom_result_sidecar, staged_dicom_write
 
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -196,12 +195,7 @@ def write_rtstruct(volume: Volume, path: str | Path, *, reference: Volume | None
     if any(_same_file(path, f) for f in hdr["frame_files"]):
         raise WriteError(path, "is one of the source DICOM files; give the RTSTRUCT its own name")
     want = np.asarray(volume.data)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{mask_stem(path)}.", suffix=".dcm")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    side = path.with_name(mask_stem(path) + ".json")
-    side_tmp = side.with_name(f".{side.name}.tmp")
-    try:
+    with staged_dicom_write(path) as (tmp, side_tmp):
         ds.save_as(str(tmp), enforce_file_format=True)
         back, _, _ = _rasterize(_read_ds(tmp), volume, tmp)
         fidelity = round_trip_fidelity(want, back, labels)
@@ -213,24 +207,9 @@ def write_rtstruct(volume: Volume, path: str | Path, *, reference: Volume | None
                 log.warning("%s: label %s ('%s') reads back from its contours with Dice %.3f "
                             "(%d voxels changed)", path.name, row["label"], row["name"],
                             row["dice"], row["voxels_changed"])
-        meta = {**dict(volume.metadata), **dict(provenance or {})}
-        rows = [{"label": v, "voxels": int(np.count_nonzero(want == v))}
-                for v in present_values(want)]
-        side_tmp.write_text(json.dumps({
-            "file": path.name, "written_by": f"napari-attnseg {__version__}", "format": "rtstruct",
-            "sop_instance_uid": str(ds.SOPInstanceUID), "series_instance_uid":
-                str(ds.SeriesInstanceUID), "referenced_series_uid": hdr.get("series_uid"),
-            "source": volume.source, "provenance": meta, "labels": sidecar_label_rows(rows, meta),
-            "round_trip": fidelity,
-        }, indent=2, default=str))
-        os.replace(tmp, path)
-        os.replace(side_tmp, side)
-    except OSError as exc:
-        raise WriteError(path, f"could not be written ({exc})") from exc
-    finally:
-        for p in (tmp, side_tmp):
-            if p.exists():
-                p.unlink()
+        side_tmp.write_text(json.dumps(dicom_result_sidecar(
+            path, "rtstruct", ds, hdr, volume, want, provenance, round_trip=fidelity),
+            indent=2, default=str))
     log.info("wrote RTSTRUCT %s (%d ROIs)", path, len(labels))
     return path
 
