@@ -188,11 +188,8 @@ def _unwrap(data: Any, spacing: Any) -> tuple[np.ndarray, Any]:
     return np.asarray(data), spacing
 
 
-def measure_head(pred: Any, truth: Any = None, spacing: Any = None, label: int = 1,
-                 reference_mm: float | None = None,
-                 slice_index: int | None = None) -> HeadMeasurement:
-    """HC of ``label`` in a 2D label map ``pred`` (array or Volume), and in ``truth`` when
-    given, with the differences; ``reference_mm`` adds the error against that value."""
+def _unwrap_pair(pred: Any, truth: Any, spacing: Any) -> tuple[np.ndarray, np.ndarray | None, Any]:
+    """Prediction and (optional) truth as arrays of one shape, and their spacing."""
     p, spacing = _unwrap(pred, spacing)
     t = None
     if truth is not None:
@@ -200,6 +197,15 @@ def measure_head(pred: Any, truth: Any = None, spacing: Any = None, label: int =
         if t.shape != p.shape:
             raise GeometryError(f"prediction {p.shape} and ground truth {t.shape} differ in "
                                 "shape")
+    return p, t, spacing
+
+
+def measure_head(pred: Any, truth: Any = None, spacing: Any = None, label: int = 1,
+                 reference_mm: float | None = None,
+                 slice_index: int | None = None) -> HeadMeasurement:
+    """HC of ``label`` in a 2D label map ``pred`` (array or Volume), and in ``truth`` when
+    given, with the differences; ``reference_mm`` adds the error against that value."""
+    p, t, spacing = _unwrap_pair(pred, truth, spacing)
     fp = fit_head(p == label, spacing)
     ft = fit_head(t == label, spacing) if t is not None else None
     d, ad = _diff(fp.hc_mm, ft.hc_mm if ft is not None else None)
@@ -213,13 +219,7 @@ def measure_heads(pred: Any, truth: Any = None, spacing: Any = None, label: int 
                   slice_axis: int = 0) -> tuple[HeadMeasurement, ...]:
     """:func:`measure_head` of a 2D image (one measurement), or of every 2D slice of a
     (z, y, x) stack along ``slice_axis`` where ``label`` is in the prediction or the truth."""
-    p, spacing = _unwrap(pred, spacing)
-    t = None
-    if truth is not None:
-        t, spacing = _unwrap(truth, spacing)
-        if t.shape != p.shape:
-            raise GeometryError(f"prediction {p.shape} and ground truth {t.shape} differ in "
-                                "shape")
+    p, t, spacing = _unwrap_pair(pred, truth, spacing)
     if spacing is None:
         _spacing2d(None)
     if p.ndim == 2:
