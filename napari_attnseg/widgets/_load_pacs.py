@@ -28,12 +28,11 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QSettings
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFormLayout, QHBoxLayout, QHeaderView,
-                            QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout,
-                            QWidget)
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLineEdit, QPushButton,
+                            QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .._progress import Progress
-from ._worker import JobRunner, ProgressPanel, notify_error
+from ._worker import JobRunner, ProgressPanel, notify_error, selection_table
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +112,7 @@ class PacsPanel(QWidget):
         self.search_button = QPushButton("Search")
         self.search_button.clicked.connect(lambda: self.search())
 
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table = selection_table(COLUMNS)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.itemDoubleClicked.connect(lambda *_: self.retrieve_selected())
         self.retrieve_button = QPushButton("Retrieve and open")

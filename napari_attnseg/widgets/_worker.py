@@ -30,7 +30,8 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from qtpy.QtWidgets import (
-    QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
+    QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QSizePolicy,
+    QTableWidget, QVBoxLayout, QWidget,
 )
 
 from .._progress import Progress
@@ -377,3 +378,14 @@ def _report_lost(events: queue.SimpleQueue, future: Any) -> None:
         events.put(("error", RuntimeError("the compute thread stopped before the job ran")))
     elif future.exception() is not None:
         events.put(("error", future.exception()))
+
+
+def selection_table(columns: list[str] | tuple[str, ...]) -> QTableWidget:
+    """A read-only table of rows to pick one from (whole rows selected, columns fitted)."""
+    table = QTableWidget(0, len(columns))
+    table.setHorizontalHeaderLabels(list(columns))
+    table.setSelectionBehavior(QAbstractItemView.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SingleSelection)
+    table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+    return table

@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFileDialog,
-                            QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                            QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget,
+from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
+                            QLabel, QLineEdit, QPushButton, QSpinBox, QTableWidgetItem, QTabWidget,
                             QVBoxLayout, QWidget)
 
 from .._progress import Progress
-from ._worker import JobRunner, ProgressPanel, notify_error
+from ._worker import JobRunner, ProgressPanel, notify_error, selection_table
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +142,7 @@ class LoadWidget(QWidget):
         self.folder_button = QPushButton("Folder...")
         self.folder_button.clicked.connect(self._pick_folder)
 
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table = selection_table(COLUMNS)
         self.table.itemSelectionChanged.connect(self._on_select)
 
         self.preset_combo = QComboBox()
