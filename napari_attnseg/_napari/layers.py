@@ -41,6 +41,13 @@ META_KEY = "attnseg"
 STORAGE_AXES = "storage_axes"
 
 
+def layer_role(layer: Any) -> str:
+    """The plugin's role of a layer (``metadata["attnseg"]["role"]``: prediction,
+    probabilities, crf, errors, scribbles, ...); "" when it has none."""
+    meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
+    return str(meta.get("role", "")) if isinstance(meta, dict) else ""
+
+
 def _storage_axes(volume: Volume) -> tuple[int, ...]:
     axes = (volume.header or {}).get(STORAGE_AXES)
     n = volume.ndim

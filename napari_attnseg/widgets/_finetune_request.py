@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .._napari.layers import META_KEY, layer_label_names, layer_to_volume
+from .._napari.layers import layer_label_names, layer_role, layer_to_volume
 from ._scribble_jobs import BACKGROUND_VALUE, to_core_scribbles, volume3d
 
 MODE_LABELS = "corrected labels"
@@ -54,11 +54,6 @@ class TrainRequest:
     image_name: str
     labels_name: str
     mode: str = MODE_LABELS
-
-
-def layer_role(layer: Any) -> str:
-    meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
-    return str(meta.get("role", "")) if isinstance(meta, dict) else ""
 
 
 def labels_mode(layer: Any) -> str:

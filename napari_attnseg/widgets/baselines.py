@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 
-from .._napari.layers import META_KEY, derived_layer_kwargs, layer_to_volume
+from .._napari.layers import META_KEY, derived_layer_kwargs, layer_role, layer_to_volume
 from .._progress import Job
 from ..errors import GeometryError
 from ._form import build_form, read_form, reset_form
@@ -117,15 +117,10 @@ class BaselinesWidget(Container):
     iterations_spin = property(lambda self: self.form.iterations.native)
     smoothing_spin = property(lambda self: self.form.smoothing.native)
 
-    @staticmethod
-    def _role(layer: Any) -> str:
-        meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
-        return str(meta.get("role", "")) if isinstance(meta, dict) else ""
-
     def _image_choices(self, *_: Any) -> list:
         return [(ly.name, ly) for ly in self.viewer.layers if type(ly).__name__ == "Image"
                 and "probabilit" not in ly.name
-                and self._role(ly) not in ("probabilities", "uncertainty")]
+                and layer_role(ly) not in ("probabilities", "uncertainty")]
 
     def _seed_choices(self, *_: Any) -> list:
         return [(NO_SEED, NO_SEED)] + [(ly.name, ly) for ly in self.viewer.layers

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 
-from .._napari.layers import META_KEY, derived_layer_kwargs, layer_label_names, layer_to_volume
+from .._napari.layers import (META_KEY, derived_layer_kwargs, layer_label_names, layer_role,
+                              layer_to_volume)
 from ._form import build_form, read_form
 from ._refine_jobs import (
     RefineParams, RefineRequest, autotune_job, class_probabilities, drop_broken_pool,
@@ -37,14 +38,9 @@ __all__ = ["PREVIEW_SUFFIX", "ROLE", "SUFFIX", "RefineParams", "RefineRequest", 
            "class_probabilities", "labels_to_probabilities"]
 
 
-def _role(layer: Any) -> str:
-    meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
-    return str(meta.get("role", "")) if isinstance(meta, dict) else ""
-
-
 def is_probabilities(layer: Any) -> bool:
     return type(layer).__name__ == "Image" and (
-        _role(layer) == "probabilities" or "probabilit" in layer.name)
+        layer_role(layer) == "probabilities" or "probabilit" in layer.name)
 
 
 def is_output(layer: Any) -> bool:
@@ -52,7 +48,7 @@ def is_output(layer: Any) -> bool:
     meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
     prov = meta.get("provenance") if isinstance(meta, dict) else None
     prov = prov if isinstance(prov, dict) else {}
-    return (_role(layer) in OUTPUT_ROLES or any(k in prov for k in ("model_id", "crf", "baseline"))
+    return (layer_role(layer) in OUTPUT_ROLES or any(k in prov for k in ("model_id", "crf", "baseline"))
             or prov.get("kind") == "attnseg prediction" or "[attnseg" in layer.name)
 
 
@@ -109,7 +105,7 @@ class RefineWidget(Container):
     def _source_choices(self, *_: Any) -> list:
         layers = list(self.viewer.layers)
         probs = [ly for ly in layers if is_probabilities(ly)]
-        labels = [ly for ly in layers if type(ly).__name__ == "Labels" and _role(ly) != ROLE
+        labels = [ly for ly in layers if type(ly).__name__ == "Labels" and layer_role(ly) != ROLE
                   and not ly.name.endswith((SUFFIX, PREVIEW_SUFFIX))]
         images = [ly for ly in layers if type(ly).__name__ == "Image" and not is_probabilities(ly)]
         return [(ly.name, ly) for ly in probs + labels + images]
@@ -117,7 +113,7 @@ class RefineWidget(Container):
     def _image_choices(self, *_: Any) -> list:
         return [(ly.name, ly) for ly in self.viewer.layers
                 if type(ly).__name__ == "Image" and not is_probabilities(ly)
-                and _role(ly) not in OUTPUT_ROLES]
+                and layer_role(ly) not in OUTPUT_ROLES]
 
     def _gt_choices(self, *_: Any) -> list:
         return [(ly.name, ly) for ly in self.viewer.layers

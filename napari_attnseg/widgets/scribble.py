@@ -30,7 +30,8 @@ from typing import Annotated, Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 
-from .._napari.layers import META_KEY, derived_layer_kwargs, layer_label_names, layer_to_volume
+from .._napari.layers import (META_KEY, derived_layer_kwargs, layer_label_names, layer_role,
+                              layer_to_volume)
 from ._form import build_form, read_form
 from ._review import ReviewTracker, edited_slices
 from ._scribble_jobs import (
@@ -119,18 +120,13 @@ class ScribbleWidget(Container):
         self._result_changed(self.result_combo.value)
 
     # ------------------------------------------------------------------ choices
-    @staticmethod
-    def _role(layer: Any) -> str:
-        meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
-        return str(meta.get("role", "")) if isinstance(meta, dict) else ""
-
     def _image_choices(self, *_: Any) -> list:
         return [(ly.name, ly) for ly in self.viewer.layers if type(ly).__name__ == "Image"
                 and "probabilit" not in ly.name]
 
     def _result_choices(self, *_: Any) -> list:
         labels = [ly for ly in self.viewer.layers if type(ly).__name__ == "Labels"
-                  and self._role(ly) != ROLE and not ly.name.endswith(SUFFIX)]
+                  and layer_role(ly) != ROLE and not ly.name.endswith(SUFFIX)]
         labels.sort(key=lambda ly: (" [attnseg" not in ly.name, ly.name.endswith("preview]")))
         return [(ly.name, ly) for ly in labels]
 
@@ -152,7 +148,7 @@ class ScribbleWidget(Container):
     def _layers_changed(self, *_: Any) -> None:
         self.reset_choices()
         for ly in self.viewer.layers:
-            if type(ly).__name__ == "Labels" and self._role(ly) != ROLE:
+            if type(ly).__name__ == "Labels" and layer_role(ly) != ROLE:
                 self.painted_voxels.watch(ly)
 
     def _result_changed(self, result: Any) -> None:
