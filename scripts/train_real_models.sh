@@ -43,7 +43,7 @@ chaos)
     # 11 training cases (~370 axial slices, 256x256); left/right kidney: no mirroring.
     "$ATTNSEG" train "$WORK/chaos_mr_t2_train" -o "$WORK/chaos-abdomen-mr-2d" --checkpoint-dir "$WORK/chaos.ckpt" $RES \
         --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 256 256 --batch-size 8 --no-mirror \
-        --epochs 24 --steps-per-epoch 250 --max-seconds 6600 --val-fraction 0.15 --patience 0 \
+        --epochs ${CHAOS_EPOCHS:-16} --steps-per-epoch 250 --max-seconds ${CHAOS_SECONDS:-6600} --val-fraction 0.15 --patience 0 \
         --seed 0 --threads 2 -q
     ;;
 openkbp)
