@@ -29,11 +29,11 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, Q
                             QLabel, QPushButton, QVBoxLayout, QWidget)
 
 from .._napari.layers import layer_to_volume
+from ._segment_info import INFO_DELAY_MS, InfoLine  # noqa: F401
+from ._segment_jobs import (IntensityCache, SegmentRequest, WarmUp, prepare_in_background,
+                            request_warm_up, segment_job)
 from ._segment_model import (BROWSE, MODALITY_CHOICES, NO_MODEL_TEXT, ModelCache,  # noqa: F401
-                             ModelPicker, SegmentOptions, image_facts, model_note, plan_info,
-                             plan_key)
-from ._segment_jobs import (IntensityCache, SegmentRequest, WarmUp, alive, background,
-                            prepare_in_background, request_warm_up, segment_job)
+                             ModelPicker, SegmentOptions, image_facts)
 from ._segment_results import (_Merged, _PreviewBase, foreground_probability,  # noqa: F401
                                preview_base, target_name, write_result)
 from ._worker import JobRunner, ProgressPanel, notify_error
@@ -41,7 +41,6 @@ from ._worker import JobRunner, ProgressPanel, notify_error
 logger = logging.getLogger(__name__)
 
 PREVIEW_SYNC_S = 0.1  #: previews faster than this run on the GUI thread
-INFO_DELAY_MS = 30  #: the info line's plan waits this long for more changes (debounce)
 PREPARE_DELAY_MS = 500  #: the background imports start this long after the widget is made
 
 
@@ -53,10 +52,6 @@ class SegmentWidget(QWidget):
         self._intensity = IntensityCache()
         self._modality_override: dict[str, str] = {}  #: image name -> modality set here
         self.warm = WarmUp()
-        self._info_worker: Any = None
-        self._info_generation = 0
-        self._planned: tuple[tuple, str] | None = None  #: (plan_key, text) of the last plan
-        self._note = ""  #: the info line's warning about the model and the image
         self._pending_layers = 0  #: result layers scheduled for the next event-loop turn
         self._last_preview_s: float | None = None
         self.runner: JobRunner | None = None
@@ -88,10 +83,7 @@ class SegmentWidget(QWidget):
         self.preview_button = QPushButton("Preview slice")
         self.run_button = QPushButton("Segment volume")
         self.progress = ProgressPanel()
-        self._info_timer = QTimer(self)
-        self._info_timer.setSingleShot(True)
-        self._info_timer.setInterval(INFO_DELAY_MS)
-        self._info_timer.timeout.connect(self._plan)
+        self.info = InfoLine(self)
 
         form = QFormLayout()
         for label, w in (("image", self.image_combo), ("modality", self.modality_combo),
@@ -220,81 +212,12 @@ class SegmentWidget(QWidget):
     @property
     def info_pending(self) -> bool:
         """True while the info line waits for its plan (tests wait on it)."""
-        return self._info_timer.isActive() or self._info_worker is not None
+        return self.info.pending
 
     def update_info(self, *_: Any) -> None:
         """Say at once whether the model fits the image; the plan (window count, device,
-        memory) follows from the compute thread a moment later."""
-        self._info_generation += 1
-        folder = self.model_folder()
-        broken = self.picker.problem_text()  # models skipped (e.g. a corrupt active.json)
-        if folder is None:
-            self._info_timer.stop()
-            self.info_label.setText(broken + self.picker.no_model_text())
-            return
-        if not self.image_combo.currentText():
-            self._info_timer.stop()
-            self.info_label.setText(broken + "open an image to segment")
-            return
-        note = model_note(folder, self.image_facts())
-        self._note = (f"Warning: {note}. " if note else "") + broken
-        if self._show_planned(folder):  # nothing the plan depends on changed (e.g. a run ended)
-            self._info_timer.stop()
-            return
-        self.info_label.setText(self._note + "planning...")
-        self._info_timer.start()
-
-    def _plan_key(self, folder: Path | None) -> tuple | None:
-        name = self.image_combo.currentText()
-        if folder is None or name not in self.viewer.layers:
-            return None
-        return plan_key(self.viewer.layers[name], folder, self.image_facts(), self.options())
-
-    def _show_planned(self, folder: Path | None) -> bool:
-        """Show the last plan when it is still the plan of the current inputs."""
-        key = self._plan_key(folder)
-        if key is None or self._planned is None or self._planned[0] != key:
-            return False
-        self.info_label.setText(self._note + self._planned[1])
-        return True
-
-    def _plan(self) -> None:
-        if self._info_worker is not None:  # one at a time: the newest asks again when done
-            return
-        folder, generation = self.model_folder(), self._info_generation
-        if self._show_planned(folder):
-            return
-        try:
-            volume, options = self.image_volume(), self.options()
-            key = self._plan_key(folder)
-        except Exception as exc:  # shown in the info line; the buttons report it properly
-            self.info_label.setText(f"cannot run: {exc}")
-            return
-        if folder is None:
-            return
-
-        def job() -> tuple:
-            try:
-                return plan_info(self.models.load(folder), volume, options)
-            except Exception as exc:  # the message is the info line
-                return f"cannot run: {exc}", False
-
-        def done(result: Any) -> None:
-            self._info_worker = None
-            if not alive(self.info_label):  # the widget was closed meanwhile
-                return
-            text, runnable = result if result is not None else ("cannot run", False)
-            if result is not None:
-                self._planned = (key, text)
-            if generation != self._info_generation:
-                self._info_timer.start()  # something changed meanwhile: plan again
-                return
-            self.info_label.setText(self._note + text)
-            if runnable:
-                self._warm_up(folder, options)
-
-        self._info_worker = background(job, done)
-        self._info_worker.start()
+        memory) follows from the compute thread a moment later (:class:`InfoLine`)."""
+        self.info.update()
 
     # ------------------------------------------------------------------ running
     def snapshot(self, slice_index: int | None = None) -> SegmentRequest:
