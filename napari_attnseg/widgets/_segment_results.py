@@ -1,71 +1,21 @@
 """The Segment widget's result arrays: a slice preview merged into the full-size result (in the
 worker, as new arrays), the foreground probability shown as a layer, the labels layer's names
-and colours (the model's), and the small layer helpers the widget uses when it writes results.
-No Qt; numpy only."""
+and colours (the model's, see :mod:`._result_style`), and the small layer helpers the widget
+uses when it writes results. No Qt at module level; numpy only."""
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._napari.label_style import label_layer_style
 from .._napari.layers import META_KEY
+from ._result_style import (apply_style, model_label_colors,  # noqa: F401 (re-exported)
+                            result_style, upsert_styled_labels)
 
 logger = logging.getLogger(__name__)
-
-
-def model_label_colors(folder: str | Path | None) -> dict[str, Any]:
-    """The colours a model folder declares for its classes: ``label_colors`` in its
-    config.json (or in the config's ``provenance``, e.g. copied from the training labels'
-    table); {} when none (or the file is unreadable: the palette's colours then)."""
-    if not folder:
-        return {}
-    try:
-        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        logger.debug("no label colours from %s: %s", folder, exc)
-        return {}
-    if not isinstance(config, dict):
-        return {}
-    prov = config.get("provenance") if isinstance(config.get("provenance"), dict) else {}
-    for value in (config.get("label_colors"), prov.get("label_colors")):
-        if isinstance(value, Mapping) and value:
-            return {str(k): v for k, v in value.items()}
-    return {}
-
-
-def result_style(provenance: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``colormap`` and ``features`` for a Segment labels layer: the model's label names (the
-    prediction's provenance carries them) with the model's colours where it declares them,
-    else the palette's (a distinct colour per class, :func:`label_layer_style`); so hovering
-    says "value: 1; name: liver" and every result of one model draws a class alike. Reads the
-    small config.json: call it in the job."""
-    prov = provenance or {}
-    meta = {"label_names": prov.get("label_names") or {},
-            "label_colors": prov.get("label_colors") or model_label_colors(prov.get("model_folder"))}
-    return label_layer_style(meta)
-
-
-def apply_style(layer: Any, style: Mapping[str, Any], fresh: bool) -> None:
-    """Give a labels layer updated in place the result's colours and names, only when they
-    differ from the ones it was last given (setting them repaints the layer; a colour the user
-    changed in napari is kept until the model's labels change). ``fresh``: the layer was just
-    created with them."""
-    if not style:
-        return
-    key = json.dumps({"c": {str(k): v for k, v in style["colormap"].items()},
-                      "f": {k: list(map(str, v)) for k, v in style["features"].items()}},
-                     sort_keys=True)
-    if not fresh and getattr(layer, "_attnseg_style", None) != key:
-        layer.colormap = style["colormap"]
-        layer.features = style["features"]
-    layer._attnseg_style = key
 
 
 def foreground_probability(probabilities: np.ndarray) -> np.ndarray:
@@ -226,9 +176,7 @@ def write_result(viewer: Any, req: Any, pred: Any, merged: dict | None, defer: b
     style = (merged or {}).get("style")
     if style is None:
         style = result_style(pred.provenance)
-    before = viewer.layers[name] if name in viewer.layers else None
-    layer = upsert_layer(viewer, labels, unchanged_dropped(viewer, {**kw, **style}), "labels")
-    apply_style(layer, style, fresh=layer is not before)
+    layer = upsert_styled_labels(viewer, labels, unchanged_dropped(viewer, kw), style)
     watch_edits(layer)
     pkw = derived_layer_kwargs(source, prob_name, provenance=pred.provenance)
     # None for two classes, so a stale array of an earlier multi-class run is dropped

@@ -1,7 +1,9 @@
 """Traditional baselines in napari: Otsu, seeded region growing (seed from a Points layer or a
 seed Labels layer), morphological Chan-Vese and geodesic active contours. The result is a Labels
 layer "<image> [<method>]" on the image's grid (``metadata["attnseg"]["role"] = "baseline"``),
-ready for the compare widget. The form is built from :class:`BaselineParams`."""
+ready for the compare widget, its object (label 1) named and coloured as label 1 of the image's
+Segment result (the model's), else of the image's own label names, if any (:func:`names_source`).
+The form is built from :class:`BaselineParams`."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from .._napari.layers import META_KEY, derived_layer_kwargs, layer_role, layer_t
 from .._progress import Job
 from ..errors import GeometryError
 from ._form import build_form, read_form, reset_form
-from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
+from ._result_style import derived_style, upsert_styled_labels
+from ._worker import JobRunner, ProgressPanel, notify_error
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,19 @@ METHOD_CHOICES = {
 }
 NO_SEED = "(none)"
 ROLE = "baseline"
+#: The label value every baseline gives its object.
+OBJECT_LABEL = 1
+
+
+def names_source(viewer: Any, image_layer: Any) -> Any:
+    """The layer a baseline of ``image_layer`` takes the name and colour of its object from:
+    the image's Segment result (the newest, ``"<image> [attnseg] (new)"`` before
+    ``"<image> [attnseg]"``: the model's label 1), else the image itself (e.g. sample data,
+    whose metadata names its labels)."""
+    for name in (f"{image_layer.name} [attnseg] (new)", f"{image_layer.name} [attnseg]"):
+        if name in viewer.layers and type(viewer.layers[name]).__name__ == "Labels":
+            return viewer.layers[name]
+    return image_layer
 
 
 @dataclass(frozen=True)
@@ -221,7 +237,13 @@ class BaselinesWidget(Container):
         source = self.viewer.layers[cfg.image_name]
         kwargs = derived_layer_kwargs(source, f"{cfg.image_name} [{cfg.suffix}]",
                                       provenance=cfg.provenance(), shape=labels.shape)
-        kwargs["metadata"][META_KEY]["role"] = ROLE
-        self.last_layer = upsert_layer(self.viewer, labels, kwargs, "labels")
+        meta = kwargs["metadata"][META_KEY]
+        meta["role"] = ROLE
+        style = derived_style(names_source(self.viewer, source), values=(OBJECT_LABEL,))
+        # the object's name (Compare and the writers read it), not the image's other labels'
+        features = style.get("features") or {"index": [], "name": []}
+        meta["label_names"] = {str(i): n for i, n in zip(features["index"], features["name"])
+                               if i}
+        self.last_layer = upsert_styled_labels(self.viewer, labels, kwargs, style)
         self.message.setText(f"{cfg.suffix}: {int(np.count_nonzero(labels))} voxels labelled")
         return self.last_layer

@@ -1,7 +1,8 @@
 """Refine a segmentation with a dense CRF: preview on the current slice, refine the volume,
 auto-tune the parameters against a ground-truth Labels layer. Output ``<image> [attnseg+crf]``
 (a Labels layer on the image's grid, ``metadata["attnseg"]["role"] = "crf"``, the parameters in
-its provenance).
+its provenance), drawn and named as the layer it refines (a model's probabilities or labels: the
+model's label names and colours, :func:`~._result_style.derived_style`).
 
 The form is built from :class:`~._refine_jobs.RefineParams` (its defaults, limits and
 validation); choosing an image fills it with that modality's CRF preset, and **Reset to
@@ -25,7 +26,8 @@ from ._refine_jobs import (
     RefineParams, RefineRequest, autotune_job, class_probabilities, drop_broken_pool,
     labels_to_probabilities, preview_job, refine_volume_job, request_problems,
 )
-from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
+from ._result_style import derived_style, upsert_styled_labels
+from ._worker import JobRunner, ProgressPanel, notify_error
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +281,7 @@ class RefineWidget(Container):
         if not self._still_there(req):
             return
         kwargs = self._output_kwargs(req, res, req.image_name + SUFFIX, res.labels.shape)
-        upsert_layer(self.viewer, res.labels, kwargs, "labels")
+        upsert_styled_labels(self.viewer, res.labels, kwargs, derived_style(req.source_layer))
         pct = 100.0 * res.n_changed / max(res.labels.size, 1)
         self.status.setText(f"CRF changed {res.n_changed} voxels ({pct:.2f}%) in "
                             f"{res.seconds:.2f} s ({res.params.mode})")
@@ -295,7 +297,7 @@ class RefineWidget(Container):
             full[z] = labels
             labels = full
         kwargs = self._output_kwargs(req, res, req.image_name + PREVIEW_SUFFIX, labels.shape)
-        upsert_layer(self.viewer, labels, kwargs, "labels")
+        upsert_styled_labels(self.viewer, labels, kwargs, derived_style(req.source_layer))
         where = f"slice {z}" if z is not None else "image"
         self.status.setText(f"Preview ({where}): {res.n_changed} voxels changed in "
                             f"{res.seconds:.2f} s")
