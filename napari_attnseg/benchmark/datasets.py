@@ -22,7 +22,8 @@ from ..volume import Volume
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BenchmarkData", "PHANTOM_DEFAULTS", "load_benchmark_data", "phantom_pairs", "write_phantom_decathlon"]
+__all__ = ["BenchmarkData", "PHANTOM_DEFAULTS", "downsample_pair", "load_benchmark_data", "phantom_pairs",
+           "upsample_mask", "upsample_probs", "write_phantom_decathlon"]
 
 #: Phantom benchmark defaults per kind: label names, modality, 3D case shape and spacing.
 PHANTOM_DEFAULTS = {
@@ -43,6 +44,8 @@ class BenchmarkData:
     source: str
     licence: str
     kind: str  # "phantoms", "hc18" or "decathlon"
+    #: unit of distances: "mm", or "px" where the files carry no voxel size (ACDC)
+    spacing_unit: str = "mm"
 
 
 def phantom_pairs(kind: str, n_cases: int, seed: int, shape=None) -> list:
@@ -121,15 +124,18 @@ def load_benchmark_data(dataset: str, n_phantoms: int = 12, phantom_seed: int = 
 
     path = Path(text)
     pairs, info = read_dataset(path, limit=limit)
+    from .splits import NOMINAL_SPACING
+
     kind = "hc18" if (path / "pixel_size_and_hc.csv").is_file() else "decathlon"
     return BenchmarkData(info.name, pairs, dict(info.label_names), info.modality or "", info.source,
-                         info.licence, kind)
+                         info.licence, kind, "px" if path.name in NOMINAL_SPACING else "mm")
 
 
 def downsample_pair(pair, factor: int):
     """``pair`` at ``1/factor`` in-plane resolution (last two axes): image by linear
     interpolation with anti-aliasing, labels by nearest neighbour; spacing scaled by the actual
-    size ratio. ``factor=1`` returns ``pair`` itself."""
+    size ratio; the subject and the contoured classes (``known``) are kept. ``factor=1`` returns
+    ``pair`` itself."""
     if int(factor) == 1:
         return pair
     from skimage.transform import resize
@@ -144,7 +150,27 @@ def downsample_pair(pair, factor: int):
     spacing = tuple(sp * o / n for sp, o, n in zip(pair.image.spacing, img.shape, shape))
     image = Volume(small, spacing, modality=pair.image.modality, source=pair.image.source)
     labels = Volume(lab, spacing, is_labels=True, source=pair.labels.source)
-    return TrainingPair(image, labels, None, pair.group)
+    return TrainingPair(image, labels, None, pair.group, pair.known)
+
+
+def upsample_probs(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Class probabilities ``(C, *small)`` on the grid ``shape`` (linear, renormalised)."""
+    if probs.shape[1:] == tuple(shape):
+        return probs
+    from skimage.transform import resize
+
+    out = resize(probs, (probs.shape[0],) + tuple(shape), order=1, anti_aliasing=False, preserve_range=True)
+    out = np.clip(out, 0, None).astype(np.float32)
+    return out / np.maximum(out.sum(axis=0, keepdims=True), 1e-12)
+
+
+def upsample_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A mask on the grid ``shape`` (nearest neighbour)."""
+    if mask.shape == tuple(shape):
+        return mask
+    from skimage.transform import resize
+
+    return resize(mask.astype(np.uint8), shape, order=0, anti_aliasing=False, preserve_range=True).astype(np.uint8)
 
 
 def write_hc18_downsampled(src: str | Path, dst: str | Path, factor: int = 4, split_seed: int = 0,

@@ -8,6 +8,9 @@ The test patients are chosen once, by rule, and never used for training or model
   test patients, spread over the five pathology groups (the patients are numbered by group).
 * CHAOS: cases sorted; positions 1, 5, 9, ... (every fourth): 4 of 15.
 * OpenKBP: patients sorted; every fifth starting at the third: 20 of 100.
+
+:func:`shared_split` gives the same split as a :class:`~napari_attnseg.benchmark.split.Split`, so
+that ``attnseg benchmark`` scores exactly the shipped models' held-out patients.
 """
 
 from __future__ import annotations
@@ -19,6 +22,13 @@ from pathlib import Path
 from ..training.dataset import subject_of
 
 _RULES = {"acdc": (5, 2), "chaos_mr_t2": (4, 1), "openkbp_ct": (5, 2)}
+#: Datasets whose files carry no voxel size (nominal 1 mm pixdim): distances are in pixels.
+NOMINAL_SPACING = frozenset({"acdc"})
+
+
+def has_rule(folder: str | Path) -> bool:
+    """Whether ``folder`` is one of the shared datasets with a fixed split rule (by its name)."""
+    return Path(folder).name in _RULES
 
 
 def _entries(folder: Path) -> tuple[dict, list[dict]]:
@@ -58,3 +68,16 @@ def write_subset(src: str | Path, dst: str | Path, subjects: list[str]) -> Path:
            "numTraining": len(keep)}
     (dst / "dataset.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
     return dst
+
+
+def shared_split(folder: str | Path):
+    """The fixed split of a shared dataset as a :class:`~napari_attnseg.benchmark.split.Split`
+    (``split_seed`` -1: no seed is involved)."""
+    from .split import Split
+
+    folder = Path(folder)
+    period, offset = _RULES[folder.name]
+    train, test = split_subjects(folder)
+    rule = (f"napari_attnseg.benchmark.splits ({folder.name}): subjects sorted, every {period}th from "
+            f"position {offset} (0-based) is a test subject; the shipped models' held-out patients")
+    return Split(tuple(train), tuple(test), -1, len(test) / max(1, len(train) + len(test)), rule)
