@@ -75,6 +75,9 @@ class BenchmarkConfig:
     #: training seeds (each network trained once per seed); None: ``(seed,)``
     seeds: tuple[int, ...] | None = None
     split: str = "auto"
+    #: flips / 90-degree rotations in the augmentation (off for left/right organ pairs such as
+    #: CHAOS's kidneys and OpenKBP's parotids, as their shipped models were trained)
+    mirror: bool = True
     split_seed: int = 0
     test_fraction: float = 0.2
     max_test_cases: int | None = None
@@ -223,7 +226,7 @@ def _split_of(config: BenchmarkConfig, data: BenchmarkData) -> Split:
     return fixed_split(data.pairs, config.split_seed, config.test_fraction)
 
 
-def _train_config(config: BenchmarkConfig, m: Method, patch: tuple[int, ...], seed: int):
+def _train_config(config: BenchmarkConfig, m: Method, patch: tuple[int, ...], seed: int, mirror: bool = True):
     from ..training.loop import TrainConfig
 
     if config.steps is not None:  # equal steps: no time limit
@@ -232,7 +235,7 @@ def _train_config(config: BenchmarkConfig, m: Method, patch: tuple[int, ...], se
         epochs, limit = 100000, config.budget_seconds
     return TrainConfig(epochs=epochs, steps_per_epoch=config.steps_per_epoch, max_seconds=limit,
                        batch_size=config.batch_size, lr=config.lr, patch_size=patch, augment=m.augment,
-                       early_stopping_patience=0, seed=seed, deep_supervision=m.deep_supervision,
+                       mirror=mirror, early_stopping_patience=0, seed=seed, deep_supervision=m.deep_supervision,
                        num_threads=config.threads)
 
 
@@ -296,6 +299,7 @@ def benchmark_job(config: BenchmarkConfig) -> Job[BenchmarkResult]:
         torch.set_num_threads(int(config.threads))
     used_threads = torch.get_num_threads()
 
+    mirror = bool(config.mirror)
     seeds = config.training_seeds
     runs = [(m, s) for m in methods for s in (seeds if m.kind == "neural" else (None,))]
     results = {(m.name, s): MethodResult(m, s) for m, s in runs}
@@ -320,7 +324,7 @@ def benchmark_job(config: BenchmarkConfig) -> Job[BenchmarkResult]:
                                  normalization={"preset": data.modality} if data.modality else {},
                                  patch_size=patch, name=f"benchmark-{m.name}")
                 stage = f"train {m.name}" + (f" seed {seed}" if len(seeds) > 1 else "")
-                res = yield from _relay(train_job(net, spec, fit, val, _train_config(config, m, patch, seed)),
+                res = yield from _relay(train_job(net, spec, fit, val, _train_config(config, m, patch, seed, mirror)),
                                         stage, done, total)
                 models[(key, seed)] = _Model(net, spec)
                 done += 1
@@ -362,7 +366,7 @@ def benchmark_job(config: BenchmarkConfig) -> Job[BenchmarkResult]:
     finally:
         if config.threads:
             torch.set_num_threads(old_threads)
-    env = {"machine": platform.machine(), "processor": _cpu_name(), "python": platform.python_version(),
+    env = {"mirror": mirror, "machine": platform.machine(), "processor": _cpu_name(), "python": platform.python_version(),
            "torch": torch.__version__, "threads": used_threads, "device": "cpu"}
     return BenchmarkResult(config, data.name, data.source, data.licence, data.modality, split, case_names, factor,
                            patch, [results[(m.name, s)] for m, s in runs], time.perf_counter() - t0, env,

@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch-size", type=int, nargs=2, default=None, help="training patch (default: from the data)")
     parser.add_argument("--n-phantoms", type=int, default=None, help="phantom cases generated (default 12)")
     parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--no-mirror", action="store_true",
+                        help="no flips/rotations in the augmentation (left/right organ pairs, e.g. CHAOS, OpenKBP)")
     parser.add_argument("--val-fraction", type=float, default=None,
                         help="share of training subjects that validate (default 0.2)")
     parser.add_argument("--ac-iterations", type=int, default=None, help="active-contour iterations (default 100)")
@@ -63,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     kw = {"dataset": args.dataset, "methods": tuple(args.methods), "budget_seconds": args.budget_seconds,
           "split_seed": args.split_seed, "test_fraction": args.test_fraction, "max_test_cases": args.max_test_cases,
           "factor": args.factor, "seed": args.seed, "threads": args.threads, "quick": args.quick,
-          "steps": args.steps, "split": args.split, "seeds": tuple(args.seeds) if args.seeds else None}
+          "steps": args.steps, "split": args.split, "mirror": not args.no_mirror,
+          "seeds": tuple(args.seeds) if args.seeds else None}
     for name in ("steps_per_epoch", "val_fraction", "ac_iterations"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)

@@ -199,3 +199,36 @@ def test_shared_split_class_mean_and_model_rows(tmp_path):
     assert "Mean over classes per case" in md and "HD95 (px)" in md and "split seed" not in md
     rows = _read(files["per_case"])
     assert {r["method"] for r in rows} == {"otsu", f"model:{model_dir}"} and "dice_c2" in rows[0]
+
+
+def test_train_config_of_equal_steps_and_no_mirror():
+    from napari_attnseg.benchmark.methods import get_method
+    from napari_attnseg.benchmark.runner import BenchmarkConfig, _train_config
+
+    m = get_method("ablation_no_augmentation")
+    tc = _train_config(BenchmarkConfig(steps=300, steps_per_epoch=50), m, (64, 64), 2, mirror=False)
+    assert (tc.epochs, tc.steps_per_epoch, tc.max_seconds) == (6, 50, None)
+    assert tc.seed == 2 and tc.mirror is False and tc.augment is False
+    tc = _train_config(BenchmarkConfig(budget_seconds=7.0), get_method("unet"), (64, 64), 0)
+    assert tc.max_seconds == 7.0 and tc.mirror is True and tc.deep_supervision is False
+
+
+def test_cli_maps_the_new_options(monkeypatch, tmp_path):
+    import napari_attnseg.benchmark.runner as runner
+    from napari_attnseg.cli import main
+
+    seen = {}
+
+    def fake_job(config):
+        seen["config"] = config
+        raise SystemExit(0)
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(runner, "benchmark_job", fake_job)
+    with pytest.raises(SystemExit):
+        main(["benchmark", "phantoms", "-q", "--steps", "40", "--steps-per-epoch", "20", "--seeds", "0", "1", "2",
+              "--split", "random", "--no-mirror", "--val-fraction", "0.1", "--ac-iterations", "7",
+              "--out", str(tmp_path / "o")])
+    c = seen["config"]
+    assert (c.steps, c.steps_per_epoch, c.seeds, c.split, c.mirror, c.val_fraction, c.ac_iterations) == (
+        40, 20, (0, 1, 2), "random", False, 0.1, 7)
