@@ -3,7 +3,8 @@
     xvfb-run -a .venv/bin/python docs/make_model_gallery.py [--data ../shared/data]
 
 One panel per model, left to right: acdc-cardiac-mr-2d on ACDC patient003 (end-diastole, a test
-patient), openkbp-headneck-ct-2d on OpenKBP patient 009 (test), hc18-ultrasound-2d v2 on HC18
+patient), openkbp-headneck-ct-2d on OpenKBP patient 009 (test), chaos-abdomen-mr-2d on CHAOS case 13 (test),
+hc18-ultrasound-2d v2 on HC18
 image 015_HC (a test subject); each 3D scan at the axial slice showing the most structures, CT
 in a soft-tissue window (-160..240 HU). Each prediction goes through the package's own path (read_volume
 -> predict -> the layer adapter with the model's label names and colours) in a real viewer with
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 CASES = (  # (model, scan relative to the data folder, pixel size for 2D or None, slice fraction)
     ("acdc-cardiac-mr-2d", "acdc/imagesTr/patient003_frame01.nii.gz", None, 0.5),
     ("openkbp-headneck-ct-2d", "openkbp_ct/imagesTr/openkbp_009.nii.gz", None, 0.45),
+    ("chaos-abdomen-mr-2d", "chaos_mr_t2/imagesTr/chaos_13.nii.gz", None, 0.5),
     ("hc18-ultrasound-2d", "hc18/images/015_HC.png", "csv", None),
 )
 
