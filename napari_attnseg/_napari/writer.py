@@ -7,6 +7,9 @@ through :func:`napari_attnseg._napari.layers.layer_to_source_volume` - the plugi
 transform - and saved by :func:`napari_attnseg.io.write_volume` (atomic, verified, JSON sidecar
 beside it). A scan stored with permuted axes (PSR, LIP, ...) is shown in world axis order; the
 writer transposes back, so the saved mask has the source's array order, header and affine.
+Labels the user corrected (painted on or reviewed) are saved with a provenance that says so -
+the reviewed slices, the edited voxels, the model's provenance nested under ``original``
+(:mod:`.corrected`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from .corrected import corrected_provenance, nifti_voxel_axis
 from .layers import META_KEY, layer_to_source_volume
 
 
 def meta_to_volume(data: Any, meta: Mapping[str, Any], *, is_labels: bool):
     """Rebuild the stored :class:`~napari_attnseg.volume.Volume` (the source file's array order
-    and affine) from napari writer arguments."""
+    and affine) from napari writer arguments; a corrected labels layer gets the provenance of
+    :func:`.corrected.corrected_provenance` as its metadata."""
     arr = np.asarray(data)
     n = arr.ndim
     scale = np.asarray(meta.get("scale", np.ones(n)), dtype=float)
@@ -37,6 +42,10 @@ def meta_to_volume(data: Any, meta: Mapping[str, Any], *, is_labels: bool):
                            affine=meta.get("affine"), metadata=dict(meta.get("metadata") or {}),
                            name=meta.get("name", "layer"))
     vol = layer_to_source_volume(fake)
+    corrected = corrected_provenance(vol.metadata, fake.metadata.get(META_KEY), arr.shape) \
+        if is_labels else None
+    if corrected is not None:
+        return replace(vol, is_labels=True, metadata=corrected)
     return replace(vol, is_labels=is_labels)
 
 
@@ -54,8 +63,13 @@ def _write(path: str, data: Any, meta: Mapping[str, Any], is_labels: bool) -> li
     vol = meta_to_volume(data, meta, is_labels=is_labels)
     provenance = {"layer_name": meta.get("name")}
     plugin_meta = (meta.get("metadata") or {}).get(META_KEY)
-    if plugin_meta is None:
+    if not isinstance(plugin_meta, dict) or "shape" not in plugin_meta:  # (review keys only)
         provenance["geometry_from"] = "layer scale/translate/affine (no attnseg metadata)"
+    correction = vol.metadata.get("correction")
+    if isinstance(correction, dict) and correction.get("slice_axis") is not None:
+        vol = replace(vol, metadata={**vol.metadata, "correction": {
+            **correction,
+            "nifti_voxel_axis": nifti_voxel_axis(correction["slice_axis"], vol.ndim)}})
     if is_labels:  # names (features / metadata) and colours (the layer's colormap)
         from .label_style import label_metadata_from_layer
 

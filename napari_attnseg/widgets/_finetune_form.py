@@ -57,6 +57,8 @@ def build_form(w: Any) -> None:
     w.reviewed_list.setMaximumHeight(60)
     w.info_label = _label()  #: what the target holds, or why Train is disabled
     w.mark_button = QPushButton("Mark current slice reviewed (Shift-R)")
+    w.unmark_button = QPushButton("Unmark slice")
+    w.unmark_button.setToolTip("remove the shown slice from the reviewed slices (not trained on)")
     w.train_button = QPushButton("Train")
     w.stop_button = QPushButton("Stop (keep best)")
     w.stop_button.setEnabled(False)
@@ -91,8 +93,13 @@ def build_form(w: Any) -> None:
     form.addRow("precision", w.precision_combo)
     lay = QVBoxLayout(w)
     lay.addLayout(form)
-    for item in (w.reviewed_label, w.reviewed_list, w.mark_button, w.info_label):
+    for item in (w.reviewed_label, w.reviewed_list):
         lay.addWidget(item)
+    marks = QHBoxLayout()
+    marks.addWidget(w.mark_button)
+    marks.addWidget(w.unmark_button)
+    lay.addLayout(marks)
+    lay.addWidget(w.info_label)
     row = QHBoxLayout()
     row.addWidget(w.train_button)
     row.addWidget(w.stop_button)

@@ -6,10 +6,20 @@ A :class:`ReviewTracker` watches one napari Labels layer:
   stroke) marks the edited slices along ``axis`` (0 = z) as reviewed and sets
   ``layer.metadata["attnseg"]["edited"] = True`` — the segment widget checks that flag so it
   never overwrites corrected labels without consent;
-* :meth:`ReviewTracker.mark` / :meth:`unmark` / :meth:`mark_current` change the set by hand
-  (the fine-tune widget's button, and the ``Shift-R`` shortcut bound on the layer);
+* undoing that edit (``layer.undo()``, Ctrl-Z) un-marks the slices it marked, redoing it marks
+  them again: the tracker follows napari's undo/redo history (:mod:`._review_history`) on the
+  layer's ``set_data`` events and whenever the set is read;
+* :meth:`ReviewTracker.mark` / :meth:`unmark` / :meth:`mark_current` / :meth:`unmark_current`
+  change the set by hand (the fine-tune widget's buttons, and the ``Shift-R`` shortcut bound
+  on the layer). A slice unmarked by hand stays unmarked when the edit that marked it is undone
+  and redone;
 * the set is persisted as a sorted list of ints in ``layer.metadata["attnseg"]["reviewed"]``,
-  so it survives closing the widget and is read back when a tracker is attached again.
+  so it survives closing the widget and is read back when a tracker is attached again; with it
+  ``reviewed_axis`` (the layer axis the indices run along, None for 2D), ``edited_voxels``
+  (voxels differing from the layer as first tracked - the model's prediction for a result
+  layer; None when edits came before tracking) and ``edit_baseline`` (what that count compares
+  with). The writers put these in the sidecar of saved corrected labels
+  (:mod:`napari_attnseg._napari.corrected`).
 
 A 2D (y, x) layer counts as a single slice (index 0). Nothing here runs in a worker thread.
 """
@@ -24,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from .._napari.layers import META_KEY
+from ._review_history import (APPLIED, GONE, UNDONE, EditBaseline, Step, history_signature,
+                              step_states)
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +101,15 @@ class ReviewTracker:
         self._reviewed = {int(i) for i in stored if 0 <= int(i) < self.n_slices}
         meta["reviewed"] = sorted(self._reviewed)
         meta.setdefault("edited", False)
+        meta["reviewed_axis"] = self.axis
+        self._steps: list[Step] = []
+        self._signature = history_signature(layer)
+        # edits before tracking began cannot be counted (their pre-edit content is unknown)
+        self._baseline = EditBaseline(self.axis, known=not meta["edited"])
+        self._publish_edits()
         layer.events.paint.connect(self._on_paint)
+        layer.events.set_data.connect(self._on_refresh)
+        layer.events.data.connect(self._on_data_replaced)
         self.shortcut = shortcut
         if shortcut:
             layer.bind_key(shortcut, self._on_shortcut, overwrite=True)
@@ -128,10 +148,12 @@ class ReviewTracker:
         return bool(self._meta().get("edited", False))
 
     def reviewed_slices(self) -> list[int]:
+        self.sync()
         return sorted(self._reviewed)
 
     def reviewed_mask(self) -> np.ndarray:
         """(n_slices,) bool flags, True for reviewed slices."""
+        self.sync()
         flags = np.zeros(self.n_slices, dtype=bool)
         flags[list(self._reviewed)] = True
         return flags
@@ -161,14 +183,26 @@ class ReviewTracker:
             for cb in list(self._callbacks):
                 cb(self)
 
+    @property
+    def edited_voxels(self) -> int | None:
+        """Voxels that differ from the layer as first tracked (None: edits before tracking)."""
+        self.sync()
+        return self._baseline.edited_voxels()
+
     def mark(self, *indices: int) -> None:
+        self.sync()
         self._update(add=indices)
 
     def unmark(self, *indices: int) -> None:
-        self._update(remove=indices)
+        """Unmark by hand: undoing and redoing the edit that marked them does not re-mark."""
+        self.sync()
+        gone = {self._check(i) for i in indices}
+        for step in self._steps:
+            step.added -= gone
+        self._update(remove=gone)
 
     def clear(self) -> None:
-        self._update(remove=list(self._reviewed))
+        self.unmark(*self._reviewed)
 
     def current_slice(self) -> int:
         """The slice index the viewer shows (0 for 2D layers or without a viewer/3D view)."""
@@ -189,19 +223,86 @@ class ReviewTracker:
         self.mark(i)
         return i
 
+    def unmark_current(self) -> int:
+        """Remove the shown slice from the reviewed set; returns its index."""
+        i = self.current_slice()
+        self.unmark(i)
+        return i
+
+    # ------------------------------------------------------------------ undo / redo
+    def sync(self) -> None:
+        """Follow napari's undo/redo since the last look: an undone edit un-marks the slices it
+        marked, a redone one marks them again (napari emits no event for either)."""
+        layer = self._layer_ref()
+        if layer is None or not self._steps:
+            return
+        signature = history_signature(layer)
+        if signature == self._signature:
+            return
+        self._signature = signature
+        states = step_states(layer, self._steps)
+        add: set[int] = set()
+        remove: set[int] = set()
+        recount: set[int] = set()
+        for step, state in zip(self._steps, states):
+            if state == UNDONE and step.applied:
+                step.applied = False
+                remove |= step.added
+                recount |= step.touched
+            elif state == APPLIED and not step.applied:
+                step.applied = True
+                step.added = set(step.added) - self._reviewed  # a mark by hand stays
+                add |= step.added
+                recount |= step.touched
+        self._steps = [s for s, st in zip(self._steps, states) if st != GONE]
+        if recount:
+            self._baseline.recount(layer.data, recount)
+            self._publish_edits()
+        if add or remove:
+            self._update(add=add - remove, remove=remove - add)
+
+    def _publish_edits(self) -> None:
+        meta = self._meta()
+        meta["edited_voxels"] = self._baseline.edited_voxels()
+        meta["edit_baseline"] = self._baseline_name() if self._baseline.known else None
+
+    def _baseline_name(self) -> str:
+        meta = self._meta()
+        prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+        if prov.get("model_id"):
+            return f"the model's prediction ({prov['model_id']})"
+        if prov.get("kind") or meta.get("role"):
+            return f"the layer as created ({prov.get('kind') or meta.get('role')})"
+        return "the layer's content when review tracking began"
+
     # ------------------------------------------------------------------ napari hooks
     def _on_paint(self, event: Any) -> None:
+        self.sync()  # undone edits whose redo this edit discarded are final now
         self._meta()["edited"] = True
-        if not self.mark_on_paint:
-            return
+        item = list(getattr(event, "value", None) or [])
         touched: set[int] = set()
         if self.axis is None:
             touched = {0}
         else:
-            for atom in getattr(event, "value", None) or []:
+            for atom in item:
                 touched |= edited_slices(atom, self.axis, self.n_slices)
-        if touched:
+        layer = self.layer
+        if item and touched:
+            self._baseline.record(layer.data, item, touched)
+            added = touched - self._reviewed if self.mark_on_paint else set()
+            self._steps.append(Step(key=item[0], touched=frozenset(touched), added=set(added)))
+        self._signature = history_signature(layer)
+        self._publish_edits()
+        if touched and self.mark_on_paint:
             self._update(add=touched)
+
+    def _on_refresh(self, event: Any = None) -> None:
+        self.sync()
+
+    def _on_data_replaced(self, event: Any = None) -> None:
+        """New data (a re-run written in place): it is the baseline edits count against."""
+        self._baseline.reset()
+        self._publish_edits()
 
     def _on_shortcut(self, layer: Any = None) -> None:
         i = self.mark_current()
@@ -212,10 +313,13 @@ class ReviewTracker:
         layer = self._layer_ref()
         if layer is None:
             return
-        try:
-            layer.events.paint.disconnect(self._on_paint)
-        except (TypeError, ValueError, RuntimeError):
-            logger.debug("paint callback was already disconnected")
+        for emitter, callback in ((layer.events.paint, self._on_paint),
+                                  (layer.events.set_data, self._on_refresh),
+                                  (layer.events.data, self._on_data_replaced)):
+            try:
+                emitter.disconnect(callback)
+            except (TypeError, ValueError, RuntimeError):
+                logger.debug("review callback was already disconnected")
         if self.shortcut:
             layer.bind_key(self.shortcut, None)
         if _TRACKERS.get(layer) is self:

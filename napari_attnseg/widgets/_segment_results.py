@@ -132,6 +132,9 @@ def watch_edits(layer: Any) -> None:
 
     layer.events.paint.connect(mark)
     layer._attnseg_watch = True
+    if np.ndim(layer.data) in (2, 3):  # reviewed slices, undo and edited voxels from stroke one
+        from ._review import ReviewTracker
+        ReviewTracker.for_layer(layer)
 
 
 #: Pause between adding two new result layers (ms): the viewer redraws in between.

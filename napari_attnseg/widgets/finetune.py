@@ -83,6 +83,8 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
         self.add_pair_button.clicked.connect(self.add_pair)
         self.remove_pair_button.clicked.connect(self.remove_pair)
         self.mark_button.clicked.connect(self.mark_current)
+        self.unmark_button.clicked.connect(lambda *_:
+                                           self.tracker and self.tracker.unmark_current())
         self.train_button.clicked.connect(self.train)
         self.stop_button.clicked.connect(self.stop)
         self.resegment_button.clicked.connect(self.resegment)
@@ -193,6 +195,7 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
             self.tracker = ReviewTracker.for_layer(layer, self.viewer)
             self.tracker.connect(self._on_reviewed_changed)
         self.mark_button.setEnabled(self.mode == MODE_LABELS)
+        self.unmark_button.setEnabled(self.mode == MODE_LABELS)
         self._on_reviewed_changed()
 
     def reviewed_flags(self) -> np.ndarray | None:
