@@ -26,5 +26,6 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_model_registry(tmp_path_factory, monkeypatch):
-    """Tests never write to the user's model registry."""
+    """Tests never write to the user's model registry or cache folder (ONNX exports, DICOMweb)."""
     monkeypatch.setenv("ATTNSEG_MODELS", str(tmp_path_factory.mktemp("models")))
+    monkeypatch.setenv("ATTNSEG_CACHE", str(tmp_path_factory.mktemp("cache")))

@@ -155,7 +155,7 @@ def segment_case(args: argparse.Namespace, case: Any, target: Path, head: str,
         model, config = get_model(args, volume)
         result = run_with_progress(predict_job(model, volume, config), desc=case.name,
                                    quiet=args.quiet)
-        result.provenance.update(backend=args.backend, case=case.name, case_source=str(case.path))
+        result.provenance.update(case=case.name, case_source=str(case.path))
         target.parent.mkdir(parents=True, exist_ok=True)
         write_volume(volume.with_data(result.labels, is_labels=True), target,
                      provenance=result.provenance)

@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probabilities", default=None, metavar="OUT_PROBS",
                         help="also write the foreground probability map here")
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads for PyTorch (default: PyTorch's choice)")
+                        help="CPU threads for PyTorch and ONNX Runtime (default: PyTorch's "
+                             "choice)")
     add_input_options(parser)
     add_spacing_argument(parser)
     from ._backend import add_backend_argument
@@ -125,7 +126,6 @@ def run(args: argparse.Namespace) -> int:
         logger.info("running on the CPU: slower than a GPU")
     result = run_with_progress(predict_job(model, volume, config), desc="predict",
                                quiet=args.quiet)
-    result.provenance["backend"] = args.backend
     labels = volume.with_data(result.labels, is_labels=True)
     unit = [(labels, args.output, None, result.provenance)]
     if args.probabilities:
@@ -139,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
 
         for vol, out, ref, prov in unit:
             write_volume(vol, out, reference=ref, provenance=prov)
-    logger.info("wrote %s (%d windows, %.2f s on %s)", args.output, result.n_windows,
-                result.seconds, result.device)
+    logger.info("wrote %s (%d windows, %.2f s on %s, %s)", args.output, result.n_windows,
+                result.seconds, result.device, result.provenance.get("backend", "torch"))
     if args.probabilities:
         logger.info("wrote %s", args.probabilities)
     if args.quiet:

@@ -8,9 +8,9 @@
 * :func:`export_torchscript` writes a traced TorchScript module (``torch.jit.load`` needs no
   napari-attnseg), checked the same way at two input sizes.
 * :func:`onnx_model` turns a loaded model (or an ``.onnx`` file) into a model whose ``network``
-  runs in ONNX Runtime, for the unchanged :func:`~napari_attnseg.inference.predictor.predict_job`
-  (``attnseg predict --backend onnxruntime``). Registry models are exported once into
-  ``$ATTNSEG_MODELS/.cache/onnx/<weights sha>.onnx``.
+  runs in ONNX Runtime, for the unchanged :func:`~napari_attnseg.inference.predictor.predict_job`.
+  Models are exported once into the user's cache (:mod:`.backend`, which also chooses the
+  runtime for ``PredictConfig.backend`` / ``attnseg predict --backend auto|torch|onnxruntime``).
 
 onnx and onnxruntime are the optional extra ``onnx``.
 """
@@ -114,10 +114,10 @@ def _session(payload: bytes | str, threads: int | None = None) -> Any:
     return ort.InferenceSession(payload, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def _check(model: Any, run: Any, what: str) -> float:
-    """Largest |logit| difference between PyTorch and ``run`` at two input sizes."""
+def _check(model: Any, run: Any, what: str, sizes: tuple = ((1, 1), (2, 2))) -> float:
+    """Largest |logit| difference between PyTorch and ``run`` at ``sizes`` (batch, scale)."""
     worst = 0.0
-    for batch, scale in ((1, 1), (2, 2)):
+    for batch, scale in sizes:
         x = _example(model, batch, scale)
         with torch.no_grad():
             ref = model.network(x)
@@ -187,21 +187,39 @@ class OrtNetwork(torch.nn.Module):
         return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])
 
 
-def _cache_path(model: Any) -> Path:
-    from ..model.registry import default_root
-
-    return default_root() / ".cache" / "onnx" / f"{model.weights_sha256[:24]}-op{OPSET}.onnx"
+def open_checked_session(model: Any, path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime session of ``model``'s network from the cache entry ``path``: opened and
+    checked against PyTorch on one input when it exists (an entry that fails either is deleted,
+    with a warning), else exported, checked at two input sizes and written atomically."""
+    path = Path(path)
+    if path.is_file():
+        try:
+            sess = _session(str(path), threads)
+            _check(model, lambda x: sess.run(None, {"image": x.numpy()})[0], "cached ONNX",
+                   sizes=((1, 1),))
+            return sess
+        except MissingDependencyError:
+            raise
+        except Exception as exc:  # a truncated, corrupt or stale file: export it again
+            logger.warning("the ONNX cache entry %s is unusable (%s); exporting again", path,
+                           str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            path.unlink(missing_ok=True)
+    payload = onnx_bytes(model)
+    sess = _session(payload, threads)
+    diff = _check(model, lambda x: sess.run(None, {"image": x.numpy()})[0], "ONNX")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_bytes(path, payload)
+    logger.info("exported %s to ONNX for ONNX Runtime: %s (max |logit| difference to PyTorch "
+                "%.2g)", getattr(model, "model_id", model.spec.name), path, diff)
+    return sess
 
 
 def onnx_model(model: Any, threads: int | None = None) -> Any:
-    """``model`` (a LoadedModel) with its network run by ONNX Runtime (exported once and cached
-    by weights hash)."""
-    cache = _cache_path(model)
-    if not cache.is_file():
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, cache)
-    net = OrtNetwork(_session(str(cache), threads), model.network.config)
-    return dataclasses.replace(model, network=net)
+    """``model`` (a LoadedModel) with its network run by ONNX Runtime (exported once into the
+    cache, see :mod:`.backend`)."""
+    from .backend import ort_network
+
+    return dataclasses.replace(model, network=ort_network(model, threads))
 
 
 def load_onnx_file(path: str | Path, threads: int | None = None) -> Any:

@@ -33,6 +33,7 @@ from .._progress import Job, Progress, drain
 from ..errors import ModelError
 from ..orientation import axis_permutation
 from ..volume import Volume
+from .backend import DEFAULT_BACKEND, check_backend, network_for
 from .device import DEVICES, PRECISIONS, autocast_context, device_summary, select_device
 from .memory import MemoryPlan, plan_memory
 from .preprocess import (
@@ -73,9 +74,13 @@ class PredictConfig:
     #: windows: ~3x faster on CPU); "patch": windows of the model's training patch size;
     #: "auto": "slice" for 2D models when a slice has at most MAX_SLICE_WINDOW pixels.
     window: str = "auto"
+    #: "torch", "onnxruntime" or "auto" (ONNX Runtime on the CPU in fp32 when installed):
+    #: :mod:`.backend`; the provenance's "backend" says which one ran.
+    backend: str = DEFAULT_BACKEND
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", choose(self.window, WINDOWS, "window"))
+        object.__setattr__(self, "backend", check_backend(self.backend))
         if not 0.0 <= float(self.overlap) < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         object.__setattr__(self, "overlap", float(self.overlap))
@@ -374,13 +379,16 @@ def _provenance(model: Any, config: PredictConfig, volume: Volume, intensity: In
 
 
 # --------------------------------------------------------------------------- running
-def _network_on(model: Any, device: torch.device) -> torch.nn.Module:
-    net = model.network
+def _network_on(model: Any, device: torch.device, config: PredictConfig) -> tuple[Any, str]:
+    """(network on ``device``, backend name) for ``config.backend``."""
+    net, backend = network_for(model, device, config)
+    if backend != "torch":
+        return net, backend
     first = next(net.parameters(), None)
     if first is not None and first.device != device:
         net.to(device)
     net.eval()
-    return net
+    return net, backend
 
 
 def _windows_with_oom_retry(net: torch.nn.Module, prep: _Prepared, model: Any,
@@ -432,7 +440,7 @@ def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig |
     yield Progress(0, 0, "preparing", f"preparing on {device_summary(device)}")
     intensity = intensity or intensity_for(model, volume, config)
     prep = _prepare(model, volume, intensity)
-    net = _network_on(model, device)
+    net, backend = _network_on(model, device, config)
     plan = plan_prediction(model, volume, config, device=device)
     if plan.decision == "refuse":
         raise ModelError(plan.message)
@@ -445,7 +453,8 @@ def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig |
         labels = postprocessed(labels, steps, model_classes(model),
                                slice_axis(volume) if labels.ndim == 3 else 0)
     seconds = time.perf_counter() - t0
-    extra = {"memory_plan": plan.decision, **({"postprocess": list(steps)} if steps else {})}
+    extra = {"memory_plan": plan.decision, "backend": backend,
+             **({"postprocess": list(steps)} if steps else {})}
     prov = _provenance(model, config, volume, intensity, device, plan.n_windows, seconds, extra)
     return Prediction(probs, labels, device_summary(device), plan.n_windows, seconds, prov)
 
