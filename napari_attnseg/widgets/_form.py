@@ -1,7 +1,8 @@
 """A magicgui form built from a frozen config dataclass: one widget per field, read back into the
 dataclass, reset to its defaults. Field types come from the annotations (``Annotated[float,
-{"min": 0, "max": 1}]`` passes the options to magicgui; ``Literal[...]`` gives a combo box) and
-the field's ``metadata={"label": ..., "tooltip": ...}`` names it in the form."""
+{"min": 0, "max": 1}]`` passes the options to magicgui; ``"decimals"`` among them fixes a
+float's precision; ``Literal[...]`` gives a combo box) and the field's
+``metadata={"label": ..., "tooltip": ...}`` names it in the form."""
 
 from __future__ import annotations
 
@@ -33,8 +34,13 @@ def build_form(config_cls: type, **container_kwargs: Any) -> Any:
             options = {"choices": list(typing.get_args(annotation)), **options}
             annotation = str
         label = f.metadata.get("label", f.name.replace("_", " "))
+        decimals, step = options.pop("decimals", None), options.get("step")
+        if decimals is not None:  # the precision first, so min and value are not rounded
+            options["step"] = 10.0 ** -int(decimals)
         w = create_widget(value=f.default, annotation=annotation, name=f.name, label=label,
                           options=options)
+        if decimals is not None and step is not None:
+            w.step = step  # (a coarser step keeps the decimals)
         if f.metadata.get("tooltip"):
             w.tooltip = f.metadata["tooltip"]
         widgets.append(w)

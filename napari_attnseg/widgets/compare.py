@@ -3,7 +3,9 @@
 Dice bars for a 2D image), a false-positive / false-negative overlay layer, for 2D images the head
 circumference (HC18's measure) with the fitted ellipses drawn, and CSV / JSON export. Layers not
 on the ground truth's grid (shape, spacing, origin, orientation) are refused, never scored
-silently. The job, request and result are in ``_compare_job``, the plot and the HC layer in
+silently. The form is built from :class:`~._compare_form.CompareParams`; the ground-truth picker
+tracks the viewer and never defaults to a method's output (a prediction, CRF or baseline
+result). The job, request and result are in ``_compare_job``, the plot and the HC layer in
 ``_compare_plot``."""
 
 from __future__ import annotations
@@ -13,12 +15,10 @@ import time
 from typing import Any
 
 import numpy as np
+from magicgui.widgets import Container, EmptyWidget, PushButton
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-    QListWidget, QListWidgetItem, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem,
-    QVBoxLayout, QWidget,
-)
+from qtpy.QtWidgets import (QFileDialog, QLabel, QListWidget, QListWidgetItem, QTableWidget,
+                            QTableWidgetItem)
 
 from .._napari.layers import META_KEY, derived_layer_kwargs, layer_label_names, layer_to_volume
 from ..errors import GeometryError
@@ -26,7 +26,9 @@ from ._compare_job import (  # noqa: F401  (re-exported: the widget's public nam
     TABLE_METRICS, CompareConfig, CompareResult, _fmt, _label_text, compare_job, hc_summary,
     is_method_output,
 )
+from ._compare_form import HC_TOOLTIP, CompareParams, TruthPicker
 from ._compare_plot import HC_SUFFIX, ComparePlot, show_hc_layer
+from ._form import build_form, read_form
 from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
 
 logger = logging.getLogger(__name__)
@@ -35,128 +37,122 @@ ERRORS_SUFFIX = " [attnseg errors]"
 DEBOUNCE_MS = 500
 
 
-class CompareWidget(QWidget):
+class CompareWidget(Container):
     """Score candidate Labels layers against a ground-truth Labels layer."""
 
-    def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
-        super().__init__(parent)
+    def __init__(self, napari_viewer: Any):
+        super().__init__(scrollable=False)
         self.viewer = napari_viewer
-        self.gt_combo = QComboBox()
         self._gt_picked = False  #: the user chose the ground truth (kept whatever it is)
+        self._hc_picked = False  #: the user toggled HC (kept whatever the ground truth)
+        self._hc_default_for: Any = None  #: the ground truth the HC default was chosen for
+        self.ground_truth = TruthPicker(label="Ground truth", choices=self._gt_choices)
         self.candidates_list = QListWidget()
         self.candidates_list.setMaximumHeight(90)  # a few rows; it scrolls beyond
-        self.tolerance_spin = QDoubleSpinBox()
-        self.tolerance_spin.setRange(0.0, 100.0)
-        self.tolerance_spin.setDecimals(2)
-        self.tolerance_spin.setValue(1.0)
-        self.tolerance_spin.setSuffix(" mm")
-        self.surface_check = QCheckBox("surface metrics (HD, HD95, ASSD, surface Dice)")
-        self.surface_check.setChecked(True)
-        self.auto_check = QCheckBox("auto-recompute after edits")
-        self.hc_check = QCheckBox("Head circumference (2D)")
-        self.hc_check.setToolTip("fit an ellipse to each head (label below) and report its "
-                                 "perimeter in mm, HC18's measure; the ellipses are drawn")
-        self._hc_picked = False  #: the user toggled it (kept whatever the ground truth)
-        self._hc_default_for = ""  #: the ground truth the default was last chosen for
-        self.hc_label_spin = QSpinBox()
-        self.hc_label_spin.setRange(1, 255)
-        self.hc_label_spin.setValue(1)
-        self.hc_label_spin.setPrefix("label ")
-        self.hc_text = QLabel("")
-        self.hc_text.setWordWrap(True)
-        self.recompute_button = QPushButton("Recompute")
-        self.export_csv_button = QPushButton("Export CSV...")
-        self.export_json_button = QPushButton("Export JSON...")
+        candidates = EmptyWidget(label="Candidates")
+        candidates.native.layout().setContentsMargins(0, 0, 0, 0)
+        candidates.native.layout().addWidget(self.candidates_list)
+        self.pickers = Container(widgets=[self.ground_truth, candidates], labels=True)
+        self.form = build_form(CompareParams, labels=True)
+        self.recompute_button = PushButton(text="Recompute")
+        self.export_csv_button = PushButton(text="Export CSV...")
+        self.export_json_button = PushButton(text="Export JSON...")
+        exports = Container(widgets=[self.export_csv_button, self.export_json_button],
+                            layout="horizontal", labels=False)
+        # the results: Qt parts (progress, message, table, HC readout, plot) in one block
+        self.progress = ProgressPanel()
         self.message = QLabel("")
         self.message.setWordWrap(True)
         self.table = QTableWidget(0, 0)
-        self.progress = ProgressPanel()
+        self.hc_text = QLabel("")
+        self.hc_text.setWordWrap(True)
         self.plot = ComparePlot(on_slice=self.go_to_slice)
+        results = EmptyWidget()
+        results.native.layout().setContentsMargins(0, 0, 0, 0)
+        for qt in (self.progress, self.message, self.table, self.hc_text, self.plot):
+            results.native.layout().addWidget(qt)
+        self.extend([self.pickers, self.form, self.recompute_button, results, exports])
         self.report = None
         self.result: CompareResult | None = None
         self.runner: JobRunner | None = None
         self._connected: list[Any] = []
-        self._timer = QTimer(self)
+        self._timer = QTimer(self.native)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self._auto_fire)
 
-        form = QFormLayout()
-        form.addRow("Ground truth", self.gt_combo)
-        form.addRow("Candidates", self.candidates_list)
-        form.addRow("Surface Dice tolerance", self.tolerance_spin)
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(self.surface_check)
-        lay.addWidget(self.auto_check)
-        hc_row = QHBoxLayout()
-        hc_row.addWidget(self.hc_check)
-        hc_row.addWidget(self.hc_label_spin)
-        lay.addLayout(hc_row)
-        lay.addWidget(self.recompute_button)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.message)
-        lay.addWidget(self.table)
-        lay.addWidget(self.hc_text)
-        lay.addWidget(self.plot)
-        row = QHBoxLayout()
-        row.addWidget(self.export_csv_button)
-        row.addWidget(self.export_json_button)
-        lay.addLayout(row)
-
-        self.recompute_button.clicked.connect(self.recompute)
-        self.export_csv_button.clicked.connect(lambda: self.export_csv())
-        self.export_json_button.clicked.connect(lambda: self.export_json())
-        self.auto_check.toggled.connect(lambda _=None: self._reconnect_edits())
-        self.hc_check.clicked.connect(self._on_hc_clicked)
-        self.gt_combo.currentTextChanged.connect(lambda _=None: self._refresh_candidates())
+        self.recompute_button.changed.connect(lambda *_: self.recompute())
+        self.export_csv_button.changed.connect(lambda *_: self.export_csv())
+        self.export_json_button.changed.connect(lambda *_: self.export_json())
+        self.form.auto_recompute.changed.connect(lambda *_: self._reconnect_edits())
+        self.hc_check.clicked.connect(self._on_hc_clicked)  # the user's click (not set here)
+        self.ground_truth.changed.connect(lambda *_: self._refresh_candidates())
         self.gt_combo.activated.connect(self._on_gt_activated)
         self.candidates_list.itemChanged.connect(lambda _=None: self._reconnect_edits())
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
-        self._refresh_layers()
+        self.viewer.layers.events.inserted.connect(self._layers_changed)
+        self.viewer.layers.events.removed.connect(self._layers_changed)
+        self.ground_truth.after_reset = self._choose_truth
+        self._layers_changed()
 
-    # ------------------------------------------------------------------ layer choices
+    # Qt handles of the pickers and fields, for scripts and tests (``setCurrentText``,
+    # ``setChecked``, ``click``); the magicgui widgets above are the API.
+    gt_combo = property(lambda self: self.ground_truth.native)
+    tolerance_spin = property(lambda self: self.form.tolerance_mm.native)
+    surface_check = property(lambda self: self.form.surface.native)
+    auto_check = property(lambda self: self.form.auto_recompute.native)
+    hc_check = property(lambda self: self.form.hc.native)
+    hc_label_spin = property(lambda self: self.form.hc_label.native)
     # the plot's figure, canvas and axes (None until the first result is shown)
     figure = property(lambda self: self.plot.figure)
     canvas = property(lambda self: self.plot.canvas)
     axes = property(lambda self: self.plot.axes)
 
+    # ------------------------------------------------------------------ layer choices
     def _labels_layers(self) -> list[Any]:
         return [ly for ly in self.viewer.layers if type(ly).__name__ == "Labels"
                 and not ly.name.endswith((ERRORS_SUFFIX, HC_SUFFIX))]
 
-    def _refresh_layers(self, event: Any = None) -> None:
-        """List the Labels layers as ground-truth choices. The user's choice is kept; otherwise
-        the first layer that is not a method's output (a model prediction, CRF or baseline
-        result) is chosen, or none until such a layer appears: the ground truth never defaults
-        to a model's own output."""
-        layers = self._labels_layers()
-        names = [ly.name for ly in layers]
-        current = self.gt_combo.currentText()
-        self.gt_combo.blockSignals(True)
-        self.gt_combo.clear()
-        self.gt_combo.addItems(names)
-        keep = current in names and (self._gt_picked or not is_method_output(
-            self.viewer.layers[current]))
-        if keep:
-            self.gt_combo.setCurrentText(current)
-        else:
-            truth = [i for i, ly in enumerate(layers) if not is_method_output(ly)]
-            self.gt_combo.setCurrentIndex(truth[0] if truth else -1)
-        self.gt_combo.blockSignals(False)
-        self._refresh_candidates()
+    def _gt_choices(self, *_: Any) -> list:
+        return [(ly.name, ly) for ly in self._labels_layers()]
+
+    def _choose_truth(self, before: Any) -> None:
+        """After the choices changed: the user's choice is kept; otherwise the first layer
+        that is not a method's output (a model prediction, CRF or baseline result) is chosen,
+        or none until such a layer appears: the ground truth never defaults to a model's own
+        output."""
+        layers = [ly for ly in self.ground_truth.choices if ly is not None]
+        if before is not None and any(ly is before for ly in layers) and (
+                self._gt_picked or not is_method_output(before)):
+            if self.ground_truth.value is not before:
+                self.ground_truth.value = before
+            return
+        truth = [ly for ly in layers if not is_method_output(ly)]
+        if truth:
+            if self.ground_truth.value is not truth[0]:
+                self.ground_truth.value = truth[0]
+        elif self.gt_combo.currentIndex() != -1:
+            self.gt_combo.setCurrentIndex(-1)  # value None: nothing chosen
+
+    def reset_choices(self, *_: Any) -> None:
+        """The pickers follow the viewer's layers (napari calls this for a docked widget on
+        insertions, removals, reorders and renames; the viewer's events call it otherwise)."""
+        super().reset_choices()
+        if getattr(self, "candidates_list", None) is not None:
+            self._refresh_candidates()
+
+    def _layers_changed(self, *_: Any) -> None:
+        self.reset_choices()
 
     def _on_gt_activated(self, index: int) -> None:
         self._gt_picked = index >= 0  # a choice by the user (activated = user interaction)
 
     def _refresh_candidates(self) -> None:
         checked = set(self.checked_candidates())
-        gt = self.gt_combo.currentText()
+        gt = self.ground_truth.value
         self.candidates_list.blockSignals(True)
         self.candidates_list.clear()
         for ly in self._labels_layers():
-            if ly.name == gt:
+            if ly is gt:
                 continue
             item = QListWidgetItem(ly.name)
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
@@ -172,18 +168,17 @@ class CompareWidget(QWidget):
     def _update_hc_choice(self) -> None:
         """Head circumference is for 2D ground truths: enabled for them, checked by default for
         a fetal-head image (HC18's CSV says so), unless the user chose."""
-        gt = self.gt_combo.currentText()
-        layer = self.viewer.layers[gt] if gt and gt in self.viewer.layers else None
+        layer = self.ground_truth.value
         is_2d = layer is not None and layer.ndim == 2
-        for w in (self.hc_check, self.hc_label_spin):
-            w.setEnabled(is_2d)
-        self.hc_check.setToolTip(self.hc_check.toolTip().split(" (")[0] + (
-            "" if is_2d or layer is None else " (for 2D images only)"))
-        if not self._hc_picked and layer is not None and gt != self._hc_default_for:
-            self._hc_default_for = gt  # the default once per ground truth, not on every event
+        for w in (self.form.hc, self.form.hc_label):
+            w.enabled = is_2d
+        self.form.hc.tooltip = HC_TOOLTIP + (
+            "" if is_2d or layer is None else " (for 2D images only)")
+        if not self._hc_picked and layer is not None and layer is not self._hc_default_for:
+            self._hc_default_for = layer  # the default once per ground truth, not every event
             meta = (layer.metadata or {}).get(META_KEY) or {}
             header = meta.get("header") if isinstance(meta.get("header"), dict) else {}
-            self.hc_check.setChecked(is_2d and header.get("anatomy") == "fetal head")
+            self.form.hc.value = is_2d and header.get("anatomy") == "fetal head"
 
     def checked_candidates(self) -> list[str]:
         out = []
@@ -199,6 +194,9 @@ class CompareWidget(QWidget):
             item = self.candidates_list.item(i)
             item.setCheckState(Qt.Checked if item.text() in names else Qt.Unchecked)
 
+    def settings(self) -> CompareParams:
+        return read_form(self.form, CompareParams)
+
     # ------------------------------------------------------------------ auto recompute
     def _reconnect_edits(self) -> None:
         for ly in self._connected:
@@ -206,20 +204,21 @@ class CompareWidget(QWidget):
                 if ev is not None:
                     ev.disconnect(self._schedule)
         self._connected = []
-        if not self.auto_check.isChecked():
+        if not self.form.auto_recompute.value:
             return
-        names = [self.gt_combo.currentText(), *self.checked_candidates()]
-        for name in names:
-            if name and name in self.viewer.layers:
-                ly = self.viewer.layers[name]
-                ly.events.data.connect(self._schedule)
-                if hasattr(ly.events, "paint"):
-                    ly.events.paint.connect(self._schedule)
-                self._connected.append(ly)
+        gt = self.ground_truth.value
+        layers = [gt] if gt is not None and gt in self.viewer.layers else []
+        layers += [self.viewer.layers[n] for n in self.checked_candidates()
+                   if n in self.viewer.layers]
+        for ly in layers:
+            ly.events.data.connect(self._schedule)
+            if hasattr(ly.events, "paint"):
+                ly.events.paint.connect(self._schedule)
+            self._connected.append(ly)
 
     def _schedule(self, event: Any = None) -> None:
         """Restart the debounce timer (edits in quick succession recompute once)."""
-        if self.auto_check.isChecked():
+        if self.form.auto_recompute.value:
             self._timer.start()
 
     def _auto_fire(self) -> None:
@@ -231,13 +230,14 @@ class CompareWidget(QWidget):
     # ------------------------------------------------------------------ compute
     def snapshot(self) -> CompareConfig:
         """Read the chosen layers on the GUI thread; refuse layers off the ground truth's grid."""
-        gt_name = self.gt_combo.currentText()
-        if not gt_name or gt_name not in self.viewer.layers:
+        gt_layer = self.ground_truth.value
+        if gt_layer is None or gt_layer not in self.viewer.layers:
             raise ValueError("choose a ground-truth Labels layer")
         names = self.checked_candidates()
         if not names:
             raise ValueError("check at least one candidate Labels layer to compare")
-        gt_layer = self.viewer.layers[gt_name]
+        gt_name = gt_layer.name
+        s = self.settings()
         gt_vol = layer_to_volume(gt_layer)
         cands = []
         for name in names:
@@ -256,16 +256,16 @@ class CompareWidget(QWidget):
         label_names = {name: {**layer_label_names(self.viewer.layers[name]), **gt_names}
                        for name in names}
         hc_label, hc_problem = None, ""
-        if self.hc_check.isChecked() and self.hc_check.isEnabled():
-            hc_label = int(self.hc_label_spin.value())
+        if s.hc and self.form.hc.enabled:
+            hc_label = int(s.hc_label)
             if dict(gt_vol.header).get("pixel_size_source") == "assumed":
                 hc_problem = (f"'{gt_name}' has no pixel size (1 mm was assumed): HC in pixels "
                               "is not mm; open it with its pixel size (Load: pixel size, or a "
                               "filename,pixel_size_mm CSV beside the image)")
         return CompareConfig(
             gt_name=gt_name, gt=np.array(gt_vol.data), candidates=tuple(cands),
-            spacing=gt_vol.spacing, tolerance_mm=float(self.tolerance_spin.value()),
-            surface=self.surface_check.isChecked(), overlay_candidate=names[0],
+            spacing=gt_vol.spacing, tolerance_mm=float(s.tolerance_mm), surface=s.surface,
+            overlay_candidate=names[0],
             label_names=label_names, hc_label=hc_label, hc_problem=hc_problem,
         )
 
@@ -362,7 +362,7 @@ class CompareWidget(QWidget):
             self.message.setText("nothing to export yet: press Recompute")
             return None
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, f"Export metrics ({kind.upper()})",
+            path, _ = QFileDialog.getSaveFileName(self.native, f"Export metrics ({kind.upper()})",
                                                   f"metrics.{kind}", f"{kind.upper()} (*.{kind})")
             if not path:
                 return None

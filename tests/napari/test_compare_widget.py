@@ -88,7 +88,8 @@ def test_mismatch_refused(setup):
 def test_auto_recompute_is_debounced(setup, qtbot, monkeypatch):
     viewer, w, *_ = setup
     calls = []
-    monkeypatch.setattr(w, "recompute", lambda: calls.append(1))
+    # (patched on the class: a magicgui Container treats instance attributes as its widgets)
+    monkeypatch.setattr(type(w), "recompute", lambda self: calls.append(1))
     w.auto_check.setChecked(True)
     w._timer.setInterval(50)
     viewer.layers["pred"].events.data()  # an edit ...

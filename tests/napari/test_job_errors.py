@@ -122,7 +122,7 @@ def _compare(make_napari_viewer, qtbot, tmp_path):
     viewer.add_labels(gt, name="gt")
     viewer.add_labels(np.roll(gt, 2, axis=2), name="pred")
     w = CompareWidget(viewer)
-    qtbot.addWidget(w)
+    qtbot.addWidget(w.native)
     w.gt_combo.setCurrentText("gt")
     w.set_candidates(["pred"])
     w.make_runner().run_sync()
