@@ -1,20 +1,46 @@
 """The Fine-tune widget's form and layout: the pickers (image; labels = corrected labels or
 scribbles, with the mode stated), the pairs, base model, budget and training options, the
 reviewed slices, Train / Stop, the progress panel and loss plot, the result line, re-segment and
-"What to correct next". Builds the Qt widgets onto the shell (``build_form(widget)``) and reads
-the training options back (``train_config``)."""
+"What to correct next". The training options are :class:`FinetuneParams`, a magicgui form built
+with :func:`~._form.build_form`; the layer pickers are magicgui combos over the viewer's layers.
+Builds the widgets onto the shell (``build_form(widget, ...)``) and reads the training options
+back (``train_config``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
-                            QListWidget, QPushButton, QSpinBox, QVBoxLayout)
+from magicgui.widgets import ComboBox, Container
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QListWidget, QPushButton,
+                            QVBoxLayout)
 
+from ._form import build_form as params_form
+from ._form import read_form
 from ._plot import LossPlot
 from ._worker import ProgressPanel
 
 DEFAULT_LR = 1e-4  #: fine-tuning learning rate (small: the base is already trained)
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    """The form's training options: the budget (epochs, or seconds of training), the learning
+    rate (1e-3 wrecked a well-trained shipped model within a few steps: Dice 0.95 -> 0.40),
+    encoder freezing and the precision; the TrainConfig is built from them
+    (:func:`train_config`)."""
+
+    budget: Literal["epochs", "seconds"] = field(
+        default="epochs", metadata={"label": "budget", "tooltip": "train for a number of "
+                                    "epochs, or for a number of seconds"})
+    epochs: Annotated[int, {"min": 1, "max": 1000}] = field(
+        default=20, metadata={"label": "epochs"})
+    seconds: Annotated[int, {"min": 5, "max": 24 * 3600}] = field(
+        default=60, metadata={"label": "seconds"})
+    lr: Annotated[float, {"min": 1e-5, "max": 1e-1, "step": 1e-4, "decimals": 5}] = field(
+        default=DEFAULT_LR, metadata={"label": "learning rate"})
+    freeze_encoder: bool = field(default=False, metadata={"label": "freeze encoder"})
+    precision: Literal["fp32", "bf16"] = field(default="fp32", metadata={"label": "precision"})
 
 
 def _label(text: str = "") -> QLabel:
@@ -23,35 +49,30 @@ def _label(text: str = "") -> QLabel:
     return lab
 
 
-def build_form(w: Any) -> None:
-    """Create the widgets as attributes of ``w`` and lay them out on it."""
-    w.image_combo = QComboBox()
-    w.labels_combo = QComboBox()
-    w.labels_combo.setToolTip("a corrected labels layer (its reviewed slices train) or a scribbles "
-                              "layer from 'Correct with scribbles' (only the strokes train)")
+def build_form(w: Any, image_choices: Any, labels_choices: Any) -> None:
+    """Create the widgets as attributes of ``w`` and lay them out on it: the layer pickers
+    (magicgui combos whose ``*_choices(widget)`` callables list the viewer's layers; their Qt
+    combos are ``w.image_combo`` / ``w.labels_combo``), the pairs, the base model, the
+    :class:`FinetuneParams` form (``w.params``; its Qt fields as ``w.budget_combo``,
+    ``w.epochs_spin``, ...) and the Qt parts below it."""
+    w.image = ComboBox(label="image", choices=image_choices)
+    w.labels = ComboBox(label="labels", choices=labels_choices,
+                        tooltip="a corrected labels layer (its reviewed slices train) or a "
+                                "scribbles layer from 'Correct with scribbles' (only the "
+                                "strokes train)")
+    w.pickers = Container(widgets=[w.image, w.labels], labels=True)
+    w.image_combo, w.labels_combo = w.image.native, w.labels.native
+    w.params = params_form(FinetuneParams, labels=True)
+    for name, attr in (("budget", "budget_combo"), ("epochs", "epochs_spin"),
+                       ("seconds", "seconds_spin"), ("lr", "lr_spin"),
+                       ("freeze_encoder", "freeze_check"), ("precision", "precision_combo")):
+        setattr(w, attr, getattr(w.params, name).native)  # Qt handles for scripts and tests
     w.mode_label = _label()
     w.add_pair_button = QPushButton("Add pair")
     w.remove_pair_button = QPushButton("Remove pair")
     w.pairs_list = QListWidget()
     w.pairs_list.setMaximumHeight(60)
     w.model_combo = QComboBox()
-    w.budget_combo = QComboBox()
-    w.budget_combo.addItems(["epochs", "seconds"])
-    w.epochs_spin = QSpinBox()
-    w.epochs_spin.setRange(1, 1000)
-    w.epochs_spin.setValue(20)
-    w.seconds_spin = QSpinBox()
-    w.seconds_spin.setRange(5, 24 * 3600)
-    w.seconds_spin.setValue(60)
-    w.lr_spin = QDoubleSpinBox()
-    w.lr_spin.setDecimals(5)
-    w.lr_spin.setRange(1e-5, 1e-1)
-    w.lr_spin.setSingleStep(1e-4)
-    # 1e-3 wrecked a well-trained shipped model within a few steps (Dice 0.95 -> 0.40)
-    w.lr_spin.setValue(DEFAULT_LR)
-    w.freeze_check = QCheckBox("freeze encoder")
-    w.precision_combo = QComboBox()
-    w.precision_combo.addItems(["fp32", "bf16"])
     w.reviewed_label = QLabel("Reviewed slices: 0")
     w.reviewed_list = QListWidget()
     w.reviewed_list.setMaximumHeight(60)
@@ -74,8 +95,6 @@ def build_form(w: Any) -> None:
     w.next_button = QPushButton("Next slice")
 
     form = QFormLayout()
-    form.addRow("image", w.image_combo)
-    form.addRow("labels", w.labels_combo)
     form.addRow("", w.mode_label)
     row = QHBoxLayout()
     row.addWidget(w.add_pair_button)
@@ -83,16 +102,10 @@ def build_form(w: Any) -> None:
     form.addRow("", row)
     form.addRow("pairs", w.pairs_list)
     form.addRow("base model", w.model_combo)
-    budget = QHBoxLayout()
-    budget.addWidget(w.budget_combo)
-    budget.addWidget(w.epochs_spin)
-    budget.addWidget(w.seconds_spin)
-    form.addRow("budget", budget)
-    form.addRow("learning rate", w.lr_spin)
-    form.addRow("", w.freeze_check)
-    form.addRow("precision", w.precision_combo)
     lay = QVBoxLayout(w)
+    lay.addWidget(w.pickers.native)
     lay.addLayout(form)
+    lay.addWidget(w.params.native)
     for item in (w.reviewed_label, w.reviewed_list):
         lay.addWidget(item)
     marks = QHBoxLayout()
@@ -111,8 +124,13 @@ def build_form(w: Any) -> None:
     lay.addStretch(1)
 
 
+def settings(w: Any) -> FinetuneParams:
+    """The training options the form shows."""
+    return read_form(w.params, FinetuneParams)
+
+
 def budget_by_time(w: Any) -> bool:
-    return w.budget_combo.currentText() == "seconds"
+    return w.params.budget.value == "seconds"
 
 
 def train_config(w: Any, spatial_dims: int = 2, model_patch: tuple = (), sparse: bool = False) -> Any:
@@ -120,12 +138,13 @@ def train_config(w: Any, spatial_dims: int = 2, model_patch: tuple = (), sparse:
     the CLI's ``--ignore-label`` options (partial cross-entropy and the gated-CRF term)."""
     from ..training import TrainConfig
 
-    kw: dict[str, Any] = {"lr": w.lr_spin.value(), "freeze_encoder": w.freeze_check.isChecked(),
-                          "precision": w.precision_combo.currentText()}
-    if budget_by_time(w):
-        kw.update(epochs=1000, max_seconds=float(w.seconds_spin.value()))
+    s = settings(w)
+    kw: dict[str, Any] = {"lr": s.lr, "freeze_encoder": s.freeze_encoder,
+                          "precision": s.precision}
+    if s.budget == "seconds":
+        kw.update(epochs=1000, max_seconds=float(s.seconds))
     else:
-        kw.update(epochs=w.epochs_spin.value(), max_seconds=None)
+        kw.update(epochs=s.epochs, max_seconds=None)
     if spatial_dims != 2 and model_patch:  # the 2D default patch does not fit a 3D model
         kw["patch_size"] = tuple(model_patch)
     if sparse:

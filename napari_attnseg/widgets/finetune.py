@@ -65,7 +65,7 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
         self._watched = weakref.WeakSet()  # labels layers whose changes update the state
         self._summaries = weakref.WeakKeyDictionary()  # scribbles layer -> its ScribbleSummary
         self._training = False  # a threaded run is going (Train stays disabled)
-        build_form(self)
+        build_form(self, self._image_choices, self._labels_choices)
         self._recount = QTimer(self)
         self._recount.setSingleShot(True)
         self._recount.setInterval(0)
@@ -76,10 +76,10 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
         self._on_budget_mode()
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
-        self.labels_combo.currentIndexChanged.connect(self._on_labels_chosen)
-        self.image_combo.currentIndexChanged.connect(self.update_state)
+        self.labels.changed.connect(self._on_labels_chosen)
+        self.image.changed.connect(self.update_state)
         self.model_combo.currentIndexChanged.connect(self.update_state)
-        self.budget_combo.currentIndexChanged.connect(self._on_budget_mode)
+        self.params.budget.changed.connect(self._on_budget_mode)
         self.add_pair_button.clicked.connect(self.add_pair)
         self.remove_pair_button.clicked.connect(self.remove_pair)
         self.mark_button.clicked.connect(self.mark_current)
@@ -95,23 +95,21 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
         self._attach_tracker()
 
     # ------------------------------------------------------------------ choices
-    def _layers(self, kind: str) -> list[str]:
-        if kind == "Labels":
-            return [ly.name for ly in target_layers(self.viewer)]
-        return [ly.name for ly in self.viewer.layers if type(ly).__name__ == kind
-                and not (kind == "Image" and "[attnseg]" in ly.name)]
+    def _image_choices(self, *_: Any) -> list:
+        return [(ly.name, ly) for ly in self.viewer.layers
+                if type(ly).__name__ == "Image" and "[attnseg]" not in ly.name]
+
+    def _labels_choices(self, *_: Any) -> list:
+        return [(ly.name, ly) for ly in target_layers(self.viewer)]
 
     def refresh_layers(self, *_: Any) -> None:
-        for combo, kind in ((self.image_combo, "Image"), (self.labels_combo, "Labels")):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(self._layers(kind))
-            if current:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+        """The pickers follow the viewer (the choice is kept while its layer is there)."""
+        self.pickers.reset_choices()
         self._track_all_labels()
         self._attach_tracker()
+
+    #: napari calls this for a docked widget on layer insertions, removals, reorders, renames
+    reset_choices = refresh_layers
 
     def _track_all_labels(self) -> None:
         """Record strokes on every 2D/3D corrected-labels layer from its creation, so slices
@@ -148,8 +146,8 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
 
     def _on_budget_mode(self, *_: Any) -> None:
         by_time = budget_by_time(self)
-        self.epochs_spin.setVisible(not by_time)
-        self.seconds_spin.setVisible(by_time)
+        self.params.epochs.visible = not by_time  # (the row with its label)
+        self.params.seconds.visible = by_time
 
     def add_pair(self) -> None:
         pair = (self.image_combo.currentText(), self.labels_combo.currentText())

@@ -302,3 +302,30 @@ def test_loss_plot_import_still_works():
     from napari_attnseg.widgets.finetune import LossPlot as Reexported
 
     assert Reexported is LossPlot
+
+
+def test_form_is_built_from_finetune_params_and_pickers_track_the_viewer(scene):
+    """The training options are a FinetuneParams form (read back into the TrainConfig); the
+    layer pickers, docked as napari docks them, follow insertions, renames and removals."""
+    from napari_attnseg.widgets._finetune_form import FinetuneParams, settings
+
+    viewer, w, labels, gt = scene
+    viewer.window.add_dock_widget(w, name="Fine-tune")
+    assert settings(w) == FinetuneParams()
+    w.params.budget.value = "seconds"
+    w.params.seconds.value = 90
+    w.params.lr.value = 3e-4
+    w.params.freeze_encoder.value = True
+    cfg = w.train_config()
+    assert cfg.max_seconds == 90.0 and cfg.lr == pytest.approx(3e-4) and cfg.freeze_encoder
+    assert w.lr_spin.minimum() == pytest.approx(1e-5)  # not rounded to 0 by the precision
+    # the pickers: a new image is listed (the choice kept), a prediction's is not
+    viewer.add_image(np.zeros((Z, Y, X), np.float32), name="second")
+    viewer.add_image(np.zeros((Z, Y, X), np.float32), name="img [attnseg] probabilities")
+    items = [w.image_combo.itemText(i) for i in range(w.image_combo.count())]
+    assert items == ["img", "second"] and w.image.value is viewer.layers["img"]
+    labels.name = "img fixed"  # a rename (napari resets the docked widget's choices)
+    assert w.labels_combo.currentText() == "img fixed" and w.labels_layer() is labels
+    viewer.layers.remove(labels)
+    assert w.labels.value is None and w.labels_layer() is None
+    assert "Cannot train" in w.info_label.text()
