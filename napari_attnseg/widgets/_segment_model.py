@@ -7,8 +7,9 @@
 * :func:`image_facts`: the image's modality/anatomy as the layer's metadata (or the widget's
   modality choice) says;
 * :class:`ModelCache`: loaded models, filled on the compute thread (never the GUI thread);
-* :class:`SegmentOptions` and :func:`plan_info`: the info line's plan (windows, device),
-  computed in a worker because it loads the model and imports torch.
+* :class:`SegmentParams` (the options form), :class:`SegmentOptions` and :func:`plan_info`:
+  the info line's plan (windows, device), computed in a worker because it loads the model and
+  imports torch.
 
 Nothing here imports torch at module level.
 """
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
 
@@ -36,8 +37,8 @@ NO_FIT = "(no fitting model: choose one)"
 MODALITY_CHOICES = ("auto", "CT", "MR", "US")
 
 __all__ = ["BROWSE", "NO_FIT", "NO_MODEL_TEXT", "ImageFacts", "ModelCache", "ModelPicker",
-           "SegmentOptions", "image_facts", "model_note", "plan_info", "plan_key",
-           "read_registry"]
+           "SegmentOptions", "SegmentParams", "image_facts", "model_note", "plan_info",
+           "plan_key", "read_registry"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,28 @@ def model_note(folder: Path | None, facts: ImageFacts) -> str:
     if folder is None:
         return ""
     return mismatch(model_info(folder), facts.modality, facts.anatomy)
+
+
+@dataclass(frozen=True)
+class SegmentParams:
+    """The form's inference options (built with :func:`~._form.build_form`); the image, its
+    modality and the model are picked above it."""
+
+    overlap: Annotated[float, {"min": 0.0, "max": 0.9, "step": 0.05}] = field(
+        default=0.5, metadata={"label": "overlap", "tooltip": "fraction by which neighbouring "
+                               "windows overlap (blended)"})
+    tta: bool = field(default=False, metadata={"label": "mirror test-time augmentation"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"label": "device"})
+    precision: Literal["fp32", "amp", "bf16"] = field(
+        default="fp32", metadata={"label": "precision"})
+    window: Literal["auto", "slice", "patch"] = field(default="auto", metadata={
+        "label": "window",
+        "tooltip": "2D models: 'slice' runs each whole slice as one window (fastest); 'patch' "
+                   "uses the model's training patch with Gaussian-blended overlap; 'auto' = "
+                   "slice unless huge"})
+
+    def options(self) -> SegmentOptions:
+        return SegmentOptions(**asdict(self))
 
 
 @dataclass(frozen=True)

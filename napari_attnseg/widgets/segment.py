@@ -25,15 +25,16 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
-                            QLabel, QPushButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton,
+                            QVBoxLayout, QWidget)
 
 from .._napari.layers import layer_to_volume
 from ._segment_info import INFO_DELAY_MS, InfoLine  # noqa: F401
 from ._segment_jobs import (IntensityCache, SegmentRequest, WarmUp, prepare_in_background,
                             request_warm_up, segment_job)
+from ._form import build_form, read_form
 from ._segment_model import (BROWSE, MODALITY_CHOICES, NO_MODEL_TEXT, ModelCache,  # noqa: F401
-                             ModelPicker, SegmentOptions, image_facts)
+                             ModelPicker, SegmentOptions, SegmentParams, image_facts)
 from ._segment_results import (_Merged, _PreviewBase, foreground_probability,  # noqa: F401
                                preview_base, target_name, write_result)
 from ._worker import JobRunner, ProgressPanel, notify_error
@@ -64,20 +65,11 @@ class SegmentWidget(QWidget):
         self.modality_combo.addItems(MODALITY_CHOICES)
         self.modality_combo.setToolTip("The image's modality: 'auto' takes what the file says "
                                        "(shown here); it chooses the model")
-        self.overlap_spin = QDoubleSpinBox()
-        self.overlap_spin.setRange(0.0, 0.9)
-        self.overlap_spin.setSingleStep(0.05)
-        self.overlap_spin.setValue(0.5)
-        self.tta_check = QCheckBox("mirror test-time augmentation")
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda"])
-        self.precision_combo = QComboBox()
-        self.precision_combo.addItems(["fp32", "amp", "bf16"])
-        self.window_combo = QComboBox()
-        self.window_combo.addItems(["auto", "slice", "patch"])
-        self.window_combo.setToolTip(
-            "2D models: 'slice' runs each whole slice as one window (fastest); 'patch' uses the "
-            "model's training patch with Gaussian-blended overlap; 'auto' = slice unless huge")
+        self.form = build_form(SegmentParams, labels=True)  # the inference options
+        for name, attr in (("overlap", "overlap_spin"), ("tta", "tta_check"),
+                           ("device", "device_combo"), ("precision", "precision_combo"),
+                           ("window", "window_combo")):
+            setattr(self, attr, getattr(self.form, name).native)  # Qt handles (scripts, tests)
         self.info_label = QLabel("")
         self.info_label.setWordWrap(True)
         self.preview_button = QPushButton("Preview slice")
@@ -87,15 +79,14 @@ class SegmentWidget(QWidget):
 
         form = QFormLayout()
         for label, w in (("image", self.image_combo), ("modality", self.modality_combo),
-                         ("model", self.model_combo), ("overlap", self.overlap_spin),
-                         ("", self.tta_check), ("device", self.device_combo),
-                         ("precision", self.precision_combo), ("window", self.window_combo)):
+                         ("model", self.model_combo)):
             form.addRow(label, w)
         buttons = QHBoxLayout()
         buttons.addWidget(self.preview_button)
         buttons.addWidget(self.run_button)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
+        lay.addWidget(self.form.native)
         lay.addWidget(self.info_label)
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
@@ -107,10 +98,8 @@ class SegmentWidget(QWidget):
         self.viewer.layers.events.removed.connect(self.refresh_images)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.modality_combo.activated.connect(self._on_modality_chosen)
-        for sig in (self.model_combo.currentIndexChanged, self.device_combo.currentIndexChanged,
-                    self.tta_check.toggled, self.overlap_spin.valueChanged,
-                    self.window_combo.currentIndexChanged):
-            sig.connect(self.update_info)
+        self.model_combo.currentIndexChanged.connect(self.update_info)
+        self.form.changed.connect(self.update_info)
         self.preview_button.clicked.connect(self.preview_slice)
         self.run_button.clicked.connect(self.segment_volume)
         self.update_info()
@@ -186,10 +175,7 @@ class SegmentWidget(QWidget):
         return self.picker.folder()
 
     def options(self) -> SegmentOptions:
-        return SegmentOptions(
-            overlap=self.overlap_spin.value(), tta=self.tta_check.isChecked(),
-            device=self.device_combo.currentText(), precision=self.precision_combo.currentText(),
-            window=self.window_combo.currentText())
+        return read_form(self.form, SegmentParams).options()
 
     def config(self) -> Any:
         """The :class:`~napari_attnseg.inference.predictor.PredictConfig` (imports torch)."""

@@ -391,3 +391,21 @@ def test_model_list_refreshes_and_follows_the_activated_fine_tune(make_napari_vi
     w.set_model_folder(tiny)
     w.refresh_models()
     assert w.model_folder() == tiny
+
+
+def test_options_form_is_built_from_segment_params(widget):
+    """The inference options are a SegmentParams form: its defaults, its choices, read back
+    (through the Qt handles scripts use) into the options the run and the plan get."""
+    from napari_attnseg.widgets._segment_model import SegmentParams
+
+    assert widget.options() == SegmentParams().options()
+    assert [widget.device_combo.itemText(i) for i in range(widget.device_combo.count())] == \
+        ["auto", "cpu", "cuda"]
+    widget.overlap_spin.setValue(0.25)
+    widget.window_combo.setCurrentText("patch")
+    widget.tta_check.setChecked(True)
+    widget.form.precision.value = "bf16"
+    o = widget.options()
+    assert (o.overlap, o.window, o.tta, o.precision, o.modality) == (0.25, "patch", True,
+                                                                     "bf16", None)
+    assert widget.config().overlap == pytest.approx(0.25)
