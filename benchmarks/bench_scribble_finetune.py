@@ -34,15 +34,15 @@ import numpy as np
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 VARIANTS = {
-    "scribbles-pce": {"target": "scribbles"},
-    "scribbles-gcrf": {"target": "scribbles", "pairwise_weight": 0.5},
-    "corrected": {"target": "corrected"},
+    "scribbles-pce": {"target": "scribbles", "consistency": 0.0},
+    "scribbles-gcrf": {"target": "scribbles", "pairwise_weight": 0.5, "consistency": 0.0},
+    "corrected": {"target": "corrected", "consistency": 0.0},
     "corrected-cons": {"target": "corrected", "consistency": 1.0},
     "corrected-cons-lr1e-4": {"target": "corrected", "consistency": 1.0, "lr": 1e-4},
     "corrected-gate": {"target": "corrected", "consistency": 1.0, "gate": True},
-    "corrected-aug": {"target": "corrected", "augment": True},
-    "corrected-crops": {"target": "corrected", "augment": True, "patch_size": 128},
-    "corrected-all": {"target": "corrected", "train": "all"},
+    "corrected-aug": {"target": "corrected", "consistency": 0.0, "augment": True},
+    "corrected-crops": {"target": "corrected", "consistency": 0.0, "augment": True, "patch_size": 128},
+    "corrected-all": {"target": "corrected", "consistency": 0.0, "train": "all"},
 }
 
 
@@ -167,7 +167,8 @@ def run(args) -> dict:
             res = scribble_finetune(base, targets=tgt, config=cfg)
             net = res.network
             out = {"steps": res.steps, "seconds": res.seconds, "accepted": res.accepted,
-                   "prepare_s": round(tgt.seconds, 3), "gate": res.gate, "note": res.note}
+                   "prepare_s": round(tgt.seconds, 3), "gate": res.gate, "note": res.note,
+                   "loadavg_1min_after": round(os.getloadavg()[0], 2)}
             if args.steps:
                 out["dice"] = {"steps": score(predict_slices(net, images))}
             else:

@@ -127,11 +127,6 @@ class ScribbleFinetuneResult:
 
 
 # --------------------------------------------------------------------------- preparation
-def _pad(img: np.ndarray, divisor: int) -> tuple[np.ndarray, tuple[slice, slice]]:
-    pads = [(0, (-s) % divisor) for s in img.shape]
-    return np.pad(img, pads), (slice(0, img.shape[0]), slice(0, img.shape[1]))
-
-
 def predict_slices(network: torch.nn.Module, images: np.ndarray, batch: int = 4) -> np.ndarray:
     """Softmax probabilities (Z, C, H, W) of ``network`` on normalized slices (Z, H, W), each
     slice whole (padded to the network's divisor), eval mode, no autograd."""
@@ -142,11 +137,10 @@ def predict_slices(network: torch.nn.Module, images: np.ndarray, batch: int = 4)
     try:
         with torch.no_grad():
             for i in range(0, images.shape[0], batch):
-                chunk = [_pad(z, div) for z in images[i:i + batch]]
-                x = torch.from_numpy(np.stack([c[0] for c in chunk])[:, None].astype(np.float32))
-                p = torch.softmax(network(x).float(), dim=1).numpy()
-                crop = chunk[0][1]
-                out.append(p[:, :, crop[0], crop[1]])
+                chunk = images[i:i + batch]
+                x = np.pad(chunk, [(0, 0)] + [(0, (-n) % div) for n in chunk.shape[1:]])
+                p = torch.softmax(network(torch.from_numpy(x[:, None].astype(np.float32))).float(), dim=1)
+                out.append(p.numpy()[:, :, :chunk.shape[1], :chunk.shape[2]])
     finally:
         network.train(was)
     return np.concatenate(out).astype(np.float32)
@@ -285,7 +279,7 @@ def _run(base: Any, t: ScribbleTargets, cfg: ScribbleFinetuneConfig, stop: Any,
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     gate_slice = t.slices[len(t.slices) // 2] if cfg.gate and len(t.slices) >= 2 else None
-    gate: dict | None = None
+    gate: dict | None = None  # the held-out slice's agreement, base and adapted
     train_slices = [z for z in t.slices if z != gate_slice]
     cached = not cfg.augment and cfg.patch_size is None and cfg.train == "decoder"
 
@@ -295,11 +289,8 @@ def _run(base: Any, t: ScribbleTargets, cfg: ScribbleFinetuneConfig, stop: Any,
         return Sampler(t, cfg, slices, int(net.divisor))
 
     sampler = make_sampler(train_slices)
-    gate_at = None
     if gate_slice is not None:
         gate = {"slice": gate_slice, "base": _agreement(base.network, t, gate_slice)}
-        gate_at = (cfg.gate_fraction * cfg.max_seconds if cfg.max_seconds is not None
-                   else None, cfg.gate_fraction * cfg.max_steps if cfg.max_steps is not None else None)
     snaps: dict[float, dict] = {}
     pending = list(cfg.snapshots)
     losses: list[float] = []
@@ -308,9 +299,9 @@ def _run(base: Any, t: ScribbleTargets, cfg: ScribbleFinetuneConfig, stop: Any,
     def elapsed() -> float:
         return time.perf_counter() - t0
 
-    def done() -> bool:
-        return ((cfg.max_seconds is not None and elapsed() >= cfg.max_seconds)
-                or (cfg.max_steps is not None and step >= cfg.max_steps))
+    def done(fraction: float = 1.0) -> bool:
+        return ((cfg.max_seconds is not None and elapsed() >= fraction * cfg.max_seconds)
+                or (cfg.max_steps is not None and step >= fraction * cfg.max_steps))
 
     total = cfg.max_steps or 0
     try:
@@ -341,9 +332,7 @@ def _run(base: Any, t: ScribbleTargets, cfg: ScribbleFinetuneConfig, stop: Any,
             if stop is not None and stop.is_set():
                 note = "stopped; "
                 break
-            if gate is not None and "adapted" not in gate and (
-                    (gate_at[0] is not None and elapsed() >= gate_at[0])
-                    or (gate_at[1] is not None and step >= gate_at[1])):
+            if gate is not None and "adapted" not in gate and done(cfg.gate_fraction):
                 gate["adapted"] = _agreement(net, t, gate_slice)
                 gate["step"] = step
                 train_mode(net)
