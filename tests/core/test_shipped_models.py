@@ -27,6 +27,36 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * inter / (np.count_nonzero(a) + np.count_nonzero(b))
 
 
+def _shared_dir(dataset: str) -> Path:
+    import os
+
+    return Path(os.environ.get("ATTNSEG_DATA", ROOT.parent / "shared" / "data")) / dataset
+
+
+def _held_out_case(dataset: str, image_name: str, model_name: str):
+    """(model, image, labels predicted, ground truth) for a shared held-out case; skips when the
+    dataset is absent."""
+    from napari_attnseg.inference.predictor import predict
+    from napari_attnseg.io import read_volume
+    from napari_attnseg.model.checkpoint import load_model
+
+    data = _shared_dir(dataset)
+    img_path = data / "imagesTr" / image_name
+    if not img_path.is_file():
+        pytest.skip(f"{img_path} is absent ({dataset} in ../shared/data)")
+    model = load_model(SHIPPED_ROOT / model_name / "1")
+    image = read_volume(img_path)
+    gt = np.asarray(read_volume(data / "labelsTr" / image_name).data)
+    return model, image, predict(model, image).labels, gt
+
+
+def _same_labels_after_rescaling(model, image, labels) -> bool:
+    from napari_attnseg.inference.predictor import predict
+
+    scaled = image.with_data(np.asarray(image.data, np.float32) * 1000 + 50)
+    return np.array_equal(predict(model, scaled).labels, labels)
+
+
 def test_shipped_model_folders_are_complete_and_small():
     reg = ModelRegistry(root=ROOT / "does-not-exist")  # no user models: only what ships
     names = {e.name for e in reg.list_models()}
@@ -135,24 +165,10 @@ def test_cardiac_mr_model_card_states_non_commercial_terms_and_test_scores():
 
 @pytest.mark.shared_data
 def test_cardiac_mr_model_segments_a_held_out_acdc_patient_and_ignores_intensity_scale():
-    import os
-
-    data = Path(os.environ.get("ATTNSEG_DATA", ROOT.parent / "shared" / "data")) / "acdc"
-    img_path = data / "imagesTr" / "patient003_frame01.nii.gz"
-    if not img_path.is_file():
-        pytest.skip(f"{img_path} is absent (ACDC in ../shared/data)")
-    from napari_attnseg.inference.predictor import predict
-    from napari_attnseg.io import read_volume
-    from napari_attnseg.model.checkpoint import load_model
-
-    model = load_model(SHIPPED_ROOT / "acdc-cardiac-mr-2d" / "1")
-    image = read_volume(img_path)
-    gt = np.asarray(read_volume(data / "labelsTr" / "patient003_frame01.nii.gz").data)
-    labels = predict(model, image).labels
+    model, image, labels, gt = _held_out_case("acdc", "patient003_frame01.nii.gz", "acdc-cardiac-mr-2d")
     dices = [_dice(labels == c, gt == c) for c in (1, 2, 3)]
     assert np.mean(dices) > 0.8, dices
-    scaled = image.with_data(np.asarray(image.data, np.float32) * 1000 + 50)
-    assert np.array_equal(predict(model, scaled).labels, labels)
+    assert _same_labels_after_rescaling(model, image, labels)
 
 
 def test_headneck_ct_model_is_the_ct_default_and_its_card_states_terms_and_scores(tmp_path):
@@ -182,22 +198,12 @@ def test_headneck_ct_model_is_the_ct_default_and_its_card_states_terms_and_score
 
 @pytest.mark.shared_data
 def test_headneck_ct_model_segments_a_held_out_openkbp_patient():
-    import os
-
-    data = Path(os.environ.get("ATTNSEG_DATA", ROOT.parent / "shared" / "data")) / "openkbp_ct"
-    img_path = data / "imagesTr" / "openkbp_009.nii.gz"  # a test patient (splits.py)
-    if not img_path.is_file():
-        pytest.skip(f"{img_path} is absent (OpenKBP in ../shared/data)")
-    from napari_attnseg.inference.predictor import predict
-    from napari_attnseg.io import read_volume
-    from napari_attnseg.model.checkpoint import load_model
-
+    name = "openkbp_009.nii.gz"  # a test patient (splits.py)
+    _, _, labels, gt = _held_out_case("openkbp_ct", name, "openkbp-headneck-ct-2d")
+    data = _shared_dir("openkbp_ct")
     contoured = {e["image"].rsplit("/", 1)[-1]: e["contoured"]
                  for e in json.loads((data / "dataset.json").read_text())["training"]}
-    model = load_model(SHIPPED_ROOT / "openkbp-headneck-ct-2d" / "1")
-    labels = predict(model, read_volume(img_path)).labels
-    gt = np.asarray(read_volume(data / "labelsTr" / img_path.name).data)
-    dices = [_dice(labels == c, gt == c) for c in contoured[img_path.name]]
+    dices = [_dice(labels == c, gt == c) for c in contoured[name]]
     # measured 0.732 (benchmarks/results/openkbp_test.json); margin for platform noise
     assert np.mean(dices) > 0.68, dices
 
@@ -235,22 +241,9 @@ def test_abdominal_mr_model_card_terms_split_and_choice(tmp_path):
 
 @pytest.mark.shared_data
 def test_abdominal_mr_model_segments_a_held_out_chaos_patient_and_ignores_intensity_scale():
-    import os
-
-    data = Path(os.environ.get("ATTNSEG_DATA", ROOT.parent / "shared" / "data")) / "chaos_mr_t2"
-    img_path = data / "imagesTr" / "chaos_13.nii.gz"  # a test patient (splits.py)
-    if not img_path.is_file():
-        pytest.skip(f"{img_path} is absent (CHAOS in ../shared/data)")
-    from napari_attnseg.inference.predictor import predict
-    from napari_attnseg.io import read_volume
-    from napari_attnseg.model.checkpoint import load_model
-
-    model = load_model(SHIPPED_ROOT / "chaos-abdomen-mr-2d" / "1")
-    image = read_volume(img_path)
-    labels = predict(model, image).labels
-    gt = np.asarray(read_volume(data / "labelsTr" / img_path.name).data)
+    # chaos_13: a test patient (splits.py)
+    model, image, labels, gt = _held_out_case("chaos_mr_t2", "chaos_13.nii.gz", "chaos-abdomen-mr-2d")
     dices = [_dice(labels == c, gt == c) for c in (1, 2, 3, 4)]
     # measured 0.902 (benchmarks/results/chaos_test.json); margin for platform noise
     assert np.mean(dices) > 0.86, dices
-    scaled = image.with_data(np.asarray(image.data, np.float32) * 1000 + 50)
-    assert np.array_equal(predict(model, scaled).labels, labels)
+    assert _same_labels_after_rescaling(model, image, labels)
