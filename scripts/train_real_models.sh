@@ -5,6 +5,7 @@
 #   bash scripts/train_real_models.sh acdc            # ACDC cine cardiac MR (about 1 h 50)
 #   RESUME=1 bash scripts/train_real_models.sh acdc   # continue from its checkpoint
 #   bash scripts/train_real_models.sh openkbp|chaos|hc18
+#   bash scripts/train_real_models.sh acdc-scribbles   # ACDC from its real scribbles only (issue 13)
 #
 # The test patients of each dataset (napari_attnseg/benchmark/splits.py) are left out of the
 # training folder entirely: they are used neither for training nor for model selection. The
@@ -36,6 +37,17 @@ acdc)
     "$ATTNSEG" train "$WORK/acdc_train" -o "$WORK/acdc-cardiac-mr-2d" --checkpoint-dir "$WORK/acdc.ckpt" $RES \
         --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 224 224 --batch-size 8 \
         --epochs ${ACDC_EPOCHS:-18} --steps-per-epoch 250 --max-seconds ${ACDC_SECONDS:-8400} --val-fraction 0.1 --patience 0 \
+        --seed 0 --threads 2 -q
+    ;;
+acdc-scribbles)
+    subset acdc
+    # Issue 13 (a): the same 64 training patients, trained from their real scribbles only
+    # (scribblesTr, 4 = not annotated): partial cross-entropy + the gated-CRF term; validation
+    # and model selection on the validation patients' scribbles too (no full mask is used).
+    "$ATTNSEG" train "$WORK/acdc_train" -o "$WORK/acdc-scribbles-2d" --checkpoint-dir "$WORK/acdc-scribbles.ckpt" $RES \
+        --labels-dir scribblesTr --ignore-label 4 --pairwise-weight ${PAIRWISE:-0.5} \
+        --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 224 224 --batch-size 8 \
+        --epochs ${ACDC_EPOCHS:-14} --steps-per-epoch 250 --max-seconds ${ACDC_SECONDS:-5400} --val-fraction 0.1 --patience 0 \
         --seed 0 --threads 2 -q
     ;;
 chaos)

@@ -58,8 +58,10 @@ def write_subset(src: str | Path, dst: str | Path, subjects: list[str]) -> Path:
     keep = [e for e in entries if subject_of(case_of(e)) in set(subjects)]
     for sub in ("imagesTr", "labelsTr"):
         (dst / sub).mkdir(parents=True, exist_ok=True)
+    keys = ("image", "label", "scribble")  # "scribble": ACDC's scribblesTr, where the entries name it
     for e in keep:
-        for key in ("image", "label"):
+        for key in (k for k in keys if e.get(k)):
+            (dst / Path(str(e[key])).parent.name).mkdir(parents=True, exist_ok=True)
             target = (src / str(e[key])).resolve()
             link = dst / Path(str(e[key])).parent.name / target.name
             if not link.exists():

@@ -41,6 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mirror", action="store_true",
                         help="no flips or 90-degree rotations in the augmentation (for classes named by side: "
                              "left/right kidney, parotid)")
+    parser.add_argument("--labels-dir", default="labelsTr",
+                        help="train on the label files of this folder of a Decathlon dataset instead of labelsTr "
+                             "(e.g. ACDC's scribblesTr)")
+    parser.add_argument("--ignore-label", type=int, default=None,
+                        help="sparse labels (scribbles): this value marks unannotated voxels, which carry no loss "
+                             "(partial cross-entropy, no Dice term; ACDC's scribbles use 4)")
+    parser.add_argument("--pairwise-weight", type=float, default=None,
+                        help="weight of the gated-CRF term that spreads sparse labels along image edges "
+                             "(default 0.5 with --ignore-label, else 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--checkpoint-dir", default=None, help="where checkpoints go (default: beside the output)")
@@ -136,7 +145,10 @@ def run(args: argparse.Namespace) -> int:
     device = device_for_rank()
     if args.threads:
         torch.set_num_threads(args.threads)
-    pairs, info = read_dataset(args.dataset, limit=args.limit)
+    pairs, info = read_dataset(args.dataset, limit=args.limit, labels_dir=args.labels_dir,
+                               ignore_label=args.ignore_label)
+    sparse = args.ignore_label is not None
+    pairwise = args.pairwise_weight if args.pairwise_weight is not None else (0.5 if sparse else 0.0)
     dims = args.spatial_dims
     patch = tuple(args.patch_size or ((256, 256) if dims == 2 else (96, 96, 96)))
     arch = UNetConfig(spatial_dims=dims, in_channels=1, out_channels=len(info.label_names),
@@ -151,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
                          mirror=not args.no_mirror,
                          val_fraction=args.val_fraction, early_stopping_patience=args.patience, seed=args.seed,
                          precision=args.precision, deep_supervision=not args.no_deep_supervision,
-                         num_threads=args.threads)
+                         num_threads=args.threads, dice_weight=0.0 if sparse else 1.0,
+                         pairwise_weight=pairwise)
     train_pairs, val_pairs = split_by_group(pairs, args.val_fraction, seed=args.seed)
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else (
         Path(args.output).with_name(Path(args.output).name + ".checkpoint") if args.output
@@ -168,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         train_cases = [p.group or (p.image.source or "") for p in train_pairs]
         val_cases = [p.group or (p.image.source or "") for p in val_pairs]
         provenance = {"kind": "train", "dataset": info.name, "data_source": info.source, "licence": info.licence,
+                      "labels": args.labels_dir, "ignore_label": args.ignore_label,
                       "train_cases": sorted(set(train_cases)), "val_cases": sorted(set(val_cases)),
                       "params": config.to_dict(), "best_val_dice": result.best_val_dice,
                       "initial_val_dice": result.initial_val_dice, "seconds": result.seconds,

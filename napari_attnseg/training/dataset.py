@@ -363,10 +363,15 @@ def subject_of(case: str) -> str:
     return _FRAME_SUFFIX.sub("", case)
 
 
-def read_decathlon(folder: str | Path) -> tuple[list[TrainingPair], DatasetInfo]:
+def read_decathlon(folder: str | Path, labels_dir: str = "labelsTr",
+                   ignore_label: int | None = None) -> tuple[list[TrainingPair], DatasetInfo]:
     """Read a Medical Segmentation Decathlon / nnU-Net folder: ``dataset.json`` (``labels``,
     ``modality`` (MSD, nnU-Net v1) or ``channel_names`` (v2)), ``imagesTr/`` and ``labelsTr/``.
-    Images are ``case.nii.gz`` (MSD) or ``case_0000.nii.gz`` (nnU-Net); labels ``case.nii.gz``."""
+    Images are ``case.nii.gz`` (MSD) or ``case_0000.nii.gz`` (nnU-Net); labels ``case.nii.gz``.
+
+    Sparse labels (scribbles): ``labels_dir`` names another folder of label files (ACDC's
+    ``scribblesTr``) and ``ignore_label`` the value of unannotated voxels; each pair's
+    ``reviewed`` mask is then the annotated voxels, and the ignore value becomes 0 there."""
     folder = Path(folder)
     meta_path = folder / "dataset.json"
     if not meta_path.is_file():
@@ -393,9 +398,9 @@ def read_decathlon(folder: str | Path) -> tuple[list[TrainingPair], DatasetInfo]
         raise ReadError(meta_path, f"has {len(chans)} input channels {list(chans.values())}; only single-channel data is supported")
     modality = _modality_from(next(iter(chans.values()), "")) if isinstance(chans, dict) and chans else ""
     ext = str(meta.get("file_ending", ".nii.gz"))
-    img_dir, lab_dir = folder / "imagesTr", folder / "labelsTr"
+    img_dir, lab_dir = folder / "imagesTr", folder / labels_dir
     if not lab_dir.is_dir() or not img_dir.is_dir():
-        raise ReadError(folder, "needs imagesTr/ and labelsTr/ folders")
+        raise ReadError(folder, f"needs imagesTr/ and {labels_dir}/ folders")
     subjects, known = {}, {}  # optional per-entry "subject" / "contoured" in dataset.json's "training"
     for entry in meta.get("training", []) if isinstance(meta.get("training"), list) else []:
         if not isinstance(entry, dict) or not entry.get("label"):
@@ -419,8 +424,18 @@ def read_decathlon(folder: str | Path) -> tuple[list[TrainingPair], DatasetInfo]
         image = _read_nifti(img)
         if not image.modality and modality:
             image = Volume(**{**image.__dict__, "modality": modality})
-        pairs.append(TrainingPair(image, _read_nifti(lab, labels=True), None, subjects.get(case) or subject_of(case),
-                                  known.get(case)))
+        labels, reviewed = _read_nifti(lab, labels=True), None
+        if ignore_label is not None:
+            data = np.asarray(labels.data)
+            reviewed = data != ignore_label
+            bad = np.setdiff1d(np.unique(data[reviewed]), np.arange(len(label_names)))
+            if bad.size:
+                raise ReadError(lab, f"holds values {bad.tolist()} that are neither labels 0..{len(label_names) - 1} "
+                                     f"nor the ignore value {ignore_label}")
+            if not reviewed.any():
+                raise ReadError(lab, f"is all the ignore value {ignore_label}: nothing is annotated")
+            labels = labels.with_data(np.where(reviewed, data, 0).astype(np.uint8), is_labels=True)
+        pairs.append(TrainingPair(image, labels, reviewed, subjects.get(case) or subject_of(case), known.get(case)))
     if not pairs:
         raise ReadError(lab_dir, f"holds no label files ending in {ext}")
     info = DatasetInfo(
@@ -516,15 +531,19 @@ def read_hc18(folder: str | Path, limit: int | None = None) -> tuple[list[Traini
     return pairs, info
 
 
-def read_dataset(path: str | Path, limit: int | None = None) -> tuple[list[TrainingPair], DatasetInfo]:
-    """Any supported layout: a Decathlon/nnU-Net folder, an HC18 folder, or a pair-list file."""
+def read_dataset(path: str | Path, limit: int | None = None, labels_dir: str = "labelsTr",
+                 ignore_label: int | None = None) -> tuple[list[TrainingPair], DatasetInfo]:
+    """Any supported layout: a Decathlon/nnU-Net folder, an HC18 folder, or a pair-list file.
+    ``labels_dir`` / ``ignore_label``: sparse labels of a Decathlon folder (see :func:`read_decathlon`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"dataset {path} does not exist")
+    if (labels_dir != "labelsTr" or ignore_label is not None) and not (path / "dataset.json").is_file():
+        raise ReadError(path, "sparse labels (--labels-dir / --ignore-label) need a Decathlon folder (dataset.json)")
     if path.is_file():
         pairs, info = read_pair_list(path)
     elif (path / "dataset.json").is_file():
-        pairs, info = read_decathlon(path)
+        pairs, info = read_decathlon(path, labels_dir, ignore_label)
     elif (path / "pixel_size_and_hc.csv").is_file():
         return read_hc18(path, limit)
     else:

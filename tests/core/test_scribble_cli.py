@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,65 @@ def test_finetune_ignore_label_trains_on_the_strokes_only(tmp_path, monkeypatch)
     nib.save(nib.Nifti1Image(np.full(lab.shape, 255, np.uint8).T.copy(), aff), tmp_path / "none.nii.gz")
     assert main(["finetune", str(root / "imagesTr" / "case0.nii.gz"), str(tmp_path / "none.nii.gz"),
                  "--base", "tiny", "--ignore-label", "255", "-q"]) == 2
+
+
+def test_train_from_scribbles_folder(tmp_path, monkeypatch):
+    """``attnseg train --labels-dir scribblesTr --ignore-label 4``: pairs hold the strokes as the
+    reviewed voxels (the ignore value becomes 0), the loss is partial CE + the gated-CRF term,
+    the model records its labels; a bad scribble value and a missing folder are clear errors."""
+    import napari_attnseg.training.loop as loop
+    from napari_attnseg.benchmark.splits import write_subset
+    from napari_attnseg.model.checkpoint import load_model
+
+    root = tmp_path / "Tiny"
+    for sub in ("imagesTr", "labelsTr", "scribblesTr"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    aff = np.diag([1.0, 1.0, 2.0, 1.0])
+    entries = []
+    for c in range(3):
+        lab = np.stack([((yy - 16 - c) ** 2 + (xx - 14 - k) ** 2 < (6 + k) ** 2) for k in range(4)]).astype(np.uint8)
+        scr = np.full(lab.shape, 4, np.uint8)
+        scr[:, 16 + c, 12:17] = 1
+        scr[:, 1, :] = 0
+        img = lab * 100.0 + rng.normal(0, 20, lab.shape)
+        for sub, arr in (("imagesTr", img.astype(np.float32)), ("labelsTr", lab), ("scribblesTr", scr)):
+            nib.save(nib.Nifti1Image(arr.T.copy(), aff), root / sub / f"case{c}.nii.gz")
+        entries.append({"image": f"./imagesTr/case{c}.nii.gz", "label": f"./labelsTr/case{c}.nii.gz",
+                        "scribble": f"./scribblesTr/case{c}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({"name": "Tiny", "modality": {"0": "MRI"}, "training": entries,
+                                                   "labels": {"0": "background", "1": "disc"}}))
+    # the training subset of the benchmark's split keeps the scribbles beside the labels
+    sub = write_subset(root, tmp_path / "sub", ["case0", "case1"])
+    assert sorted(p.name for p in (sub / "scribblesTr").iterdir()) == ["case0.nii.gz", "case1.nii.gz"]
+    seen = {}
+    real = loop.train_job
+
+    def spy(network, spec, train_pairs, val_pairs, config, *args, **kwargs):
+        seen.update(pairs=list(train_pairs) + list(val_pairs), config=config)
+        return real(network, spec, train_pairs, val_pairs, config, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_job", spy)
+    common = ["--channels", "4", "8", "16", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
+              "--patch-size", "16", "16", "--threads", "1", "--val-fraction", "0.34", "-q"]
+    assert main(["train", str(root), "-o", str(tmp_path / "m"), "--labels-dir", "scribblesTr",
+                 "--ignore-label", "4", *common]) == 0
+    assert len(seen["pairs"]) == 3
+    for pair in seen["pairs"]:
+        scr = _read(root / "scribblesTr" / Path(pair.image.source).name)
+        np.testing.assert_array_equal(pair.reviewed, scr != 4)
+        assert set(np.unique(pair.labels.data[scr == 4])) == {0}
+    assert seen["config"].dice_weight == 0.0 and seen["config"].pairwise_weight == 0.5
+    spec = load_model(tmp_path / "m").spec
+    assert spec.provenance["labels"] == "scribblesTr" and spec.provenance["ignore_label"] == 4
+    # full masks by default: Dice + CE, no pairwise term
+    assert main(["train", str(root), "-o", str(tmp_path / "full"), *common]) == 0
+    assert seen["config"].dice_weight == 1.0 and seen["config"].pairwise_weight == 0.0
+    bad = _read(root / "scribblesTr" / "case1.nii.gz")
+    bad[0, 0, 0] = 9
+    nib.save(nib.Nifti1Image(bad.T.copy(), aff), root / "scribblesTr" / "case1.nii.gz")
+    assert main(["train", str(root), "-o", str(tmp_path / "bad"), "--labels-dir", "scribblesTr",
+                 "--ignore-label", "4", *common]) == 2
+    assert main(["train", str(root), "-o", str(tmp_path / "bad2"), "--labels-dir", "nope", *common]) == 2
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()
