@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="score only the first N test volumes")
     ap.add_argument("--json", default=None, help="write per-volume results and the summary here")
+    ap.add_argument("--postprocess", nargs="*", default=None, metavar="STEP",
+                    help="replace the model's post-processing steps (none given: the plain argmax), "
+                         "e.g. --postprocess largest_component_3d")
     args = ap.parse_args(argv)
 
     import torch
@@ -79,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         entries = entries[: args.limit]
     model = load_model(ModelRegistry().resolve(args.model))
+    if args.postprocess is not None:
+        import dataclasses
+
+        model = dataclasses.replace(model, spec=dataclasses.replace(model.spec, postprocess=tuple(args.postprocess)))
     classes = [int(k) for k in model.spec.label_names if int(k) > 0]
     rows, check = [], None
     for n, e in enumerate(entries):
@@ -108,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             check = float((pred2 == pred).mean())
     summary = {"dataset": args.dataset, "model": args.model, "n_volumes": len(rows),
                "test_subjects": test_subjects, "machine": cpu_name(),
-               "threads": args.threads}
+               "threads": args.threads, "postprocess": list(model.spec.postprocess)}
     mean, lo, hi = bootstrap_ci([r["mean_dice"] for r in rows])
     summary["mean_dice"] = [mean, lo, hi]
     for c in classes:

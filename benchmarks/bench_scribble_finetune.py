@@ -40,6 +40,8 @@ VARIANTS = {
     "corrected-cons": {"target": "corrected", "consistency": 1.0},
     "corrected-cons-lr1e-4": {"target": "corrected", "consistency": 1.0, "lr": 1e-4},
     "corrected-gate": {"target": "corrected", "consistency": 1.0, "gate": True},
+    "corrected-cons0.3": {"target": "corrected", "consistency": 0.3},
+    "corrected-gate0": {"target": "corrected", "consistency": 0.0, "gate": True},
     "corrected-aug": {"target": "corrected", "consistency": 0.0, "augment": True},
     "corrected-crops": {"target": "corrected", "consistency": 0.0, "augment": True, "patch_size": 128},
     "corrected-all": {"target": "corrected", "consistency": 0.0, "train": "all"},

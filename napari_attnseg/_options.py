@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterable
 
 #: post-processing steps a model config may list (applied by inference.postprocess)
-POSTPROCESS_STEPS = ("largest_component", "fill_holes", "ellipse")
+POSTPROCESS_STEPS = ("largest_component", "fill_holes", "ellipse", "largest_component_3d")
 
 
 def choose(value: str, valid: Iterable[str], what: str = "option") -> str:

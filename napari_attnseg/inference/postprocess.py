@@ -8,7 +8,9 @@
 * :func:`head_circumference` chains them: mask -> one filled head -> ellipse -> circumference in mm
   (isotropic pixel size, or the two pixel sizes (y, x)).
 * :func:`apply_postprocess` runs what a model declares in ``config.json``'s ``postprocess``:
-  ``"largest_component"``, ``"fill_holes"``, ``"ellipse"`` (per 2D slice, for one class).
+  ``"largest_component"``, ``"fill_holes"``, ``"ellipse"`` (per 2D slice, for one class) and
+  ``"largest_component_3d"`` (one object per class in the whole volume, 26-connected: an organ
+  that is one piece, whose false-positive islands on other slices a per-slice step cannot see).
 """
 
 from __future__ import annotations
@@ -49,10 +51,11 @@ class Ellipse:
         return float(np.sum(np.hypot(np.diff(y) * sy, np.diff(x) * sx)))
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest face-connected component of a boolean mask (empty stays empty)."""
+def largest_component(mask: np.ndarray, full: bool = False) -> np.ndarray:
+    """The largest face-connected (``full``: also edge- and corner-connected) component of a
+    boolean mask (empty stays empty)."""
     mask = np.asarray(mask, dtype=bool)
-    lab, n = ndi.label(mask)
+    lab, n = ndi.label(mask, structure=np.ones((3,) * mask.ndim, bool) if full else None)
     if n <= 1:
         return mask.copy()
     sizes = np.bincount(lab.ravel())
@@ -137,8 +140,12 @@ def apply_postprocess(labels: np.ndarray, steps: Sequence[str], label: int = 1) 
     if unknown:
         raise ValueError(f"unknown post-processing step(s) {unknown}; known: {', '.join(POSTPROCESS_STEPS)}")
     out = np.array(labels, copy=True)
+    if "largest_component_3d" in steps:  # on the whole volume, before the per-slice steps
+        m = out == label
+        out[m & ~largest_component(m, full=True)] = 0
+        steps = [s for s in steps if s != "largest_component_3d"]
     slices = [out] if out.ndim == 2 else list(out)
-    for sl in slices:
+    for sl in slices if steps else []:
         m = sl == label
         for step in steps:
             if step == "largest_component":

@@ -70,6 +70,36 @@ def test_apply_postprocess_touches_only_its_class_and_slices_3d():
         apply_postprocess(lab, ["bogus"])
 
 
+def test_largest_component_3d_keeps_one_object_per_class_across_slices():
+    """An organ drawn on slices 1-3 and an island on slice 5 (a per-slice step keeps it: it is
+    the largest piece of its slice); a diagonal (corner-touching) neighbour slice stays part of
+    the organ; other classes keep their own largest object; scipy's 26-connected labelling on
+    the truth decides independently which voxels must stay."""
+    from scipy import ndimage as ndi
+
+    from napari_attnseg.inference.predictor import postprocessed
+
+    lab = np.zeros((7, 30, 30), np.uint8)
+    lab[1:4, 5:15, 5:15] = 1
+    lab[4, 15:17, 15:17] = 1  # touches the organ only at a corner: 26-connected to it
+    lab[5:7, 25:28, 25:28] = 1  # island on other slices
+    lab[2, 20:25, 0:5] = 2
+    lab[6, 0:2, 0:2] = 2  # smaller island of class 2
+    out = postprocessed(lab, ("largest_component_3d",), 3)
+    for c in (1, 2):
+        comp, n = ndi.label(lab == c, structure=np.ones((3, 3, 3)))
+        keep = comp == np.argmax(np.bincount(comp.ravel())[1:]) + 1
+        np.testing.assert_array_equal(out == c, keep)
+    assert (out[4, 15:17, 15:17] == 1).all()
+    per_slice = postprocessed(lab, ("largest_component",), 3)
+    assert (per_slice[5:7, 25:28, 25:28] == 1).all()  # what the 3D step is for
+    # combined with a per-slice step, and on a 2D map (the same as the 2D step)
+    both = postprocessed(lab, ("largest_component_3d", "fill_holes"), 3)
+    np.testing.assert_array_equal(both, out)
+    np.testing.assert_array_equal(apply_postprocess(lab[2], ["largest_component_3d"]),
+                                  apply_postprocess(lab[2], ["largest_component"]))
+
+
 # --------------------------------------------------------------------------- the model's "postprocess"
 def _tiny(tmp_path, steps, classes=3):
     import torch
