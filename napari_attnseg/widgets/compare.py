@@ -347,13 +347,17 @@ class CompareWidget(Container):
                 "legend": "1 = false positive, 2 = false negative"}
         kwargs = derived_layer_kwargs(gt_layer, gt_name + ERRORS_SUFFIX, provenance=prov)
         kwargs["metadata"]["attnseg"]["role"] = "errors"
+        # the colours given at creation: setting them afterwards re-colours the whole volume
+        # again on the GUI thread (~50 ms per result); an updated layer keeps its own
+        colours = {None: "transparent", 0: "transparent", 1: "red", 2: "blue"}
+        kwargs["colormap"] = DirectLabelColormap(color_dict=colours)
         active = self.viewer.layers.selection.active
         layer = upsert_layer(self.viewer, overlay, kwargs, "labels")
         # napari makes a new layer the active one: the brush would then paint on the overlay
         if active is not None and active is not layer and active in self.viewer.layers:
             self.viewer.layers.selection.active = active
-        layer.colormap = DirectLabelColormap(color_dict={
-            None: "transparent", 0: "transparent", 1: "red", 2: "blue"})
+        if not isinstance(layer.colormap, DirectLabelColormap):
+            layer.colormap = kwargs["colormap"]
         return layer
 
     # ------------------------------------------------------------------ export
