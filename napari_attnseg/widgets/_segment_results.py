@@ -137,6 +137,9 @@ def watch_edits(layer: Any) -> None:
         ReviewTracker.for_layer(layer)
 
 
+#: The result layers' ``metadata["attnseg"]["role"]``: other widgets find them by role, not name.
+PREDICTION_ROLE = "prediction"
+PROBABILITIES_ROLE = "probabilities"
 #: Pause between adding two new result layers (ms): the viewer redraws in between.
 LAYER_GAP_MS = 40
 
@@ -176,6 +179,7 @@ def write_result(viewer: Any, req: Any, pred: Any, merged: dict | None, defer: b
             probs = foreground_probability(classes)
         classes = classes if classes.shape[0] > 2 else None
     kw = derived_layer_kwargs(source, name, provenance=pred.provenance)
+    kw["metadata"][META_KEY]["role"] = PREDICTION_ROLE
     style = (merged or {}).get("style")
     if style is None:
         style = result_style(pred.provenance)
@@ -184,6 +188,7 @@ def write_result(viewer: Any, req: Any, pred: Any, merged: dict | None, defer: b
     pkw = derived_layer_kwargs(source, prob_name, provenance=pred.provenance)
     # None for two classes, so a stale array of an earlier multi-class run is dropped
     pkw["metadata"][META_KEY]["class_probabilities"] = classes
+    pkw["metadata"][META_KEY]["role"] = PROBABILITIES_ROLE
     pkw.update(colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", visible=False)
     if not defer or prob_name in viewer.layers:
         upsert_layer(viewer, probs, unchanged_dropped(viewer, pkw), "image")

@@ -409,3 +409,24 @@ def test_options_form_is_built_from_segment_params(widget):
     assert (o.overlap, o.window, o.tta, o.precision, o.modality) == (0.25, "patch", True,
                                                                      "bf16", None)
     assert widget.config().overlap == pytest.approx(0.25)
+
+
+def test_result_layers_carry_their_role_and_are_found_by_it_when_renamed(widget):
+    """Issue 11: the Segment result layers say what they are (``metadata["attnseg"]["role"]``),
+    so other widgets find them by role, whatever the user renamed them to."""
+    from napari_attnseg._napari.layers import layer_role
+    from napari_attnseg.widgets.refine import RefineWidget, is_output, is_probabilities
+
+    widget.make_runner().run_sync()
+    viewer = widget.viewer
+    lab, prob = viewer.layers["scan [attnseg]"], viewer.layers["scan [attnseg] probabilities"]
+    assert layer_role(lab) == "prediction" and layer_role(prob) == "probabilities"
+    assert layer_role(viewer.layers["scan"]) == ""
+    lab.name, prob.name = "my segmentation", "my map"
+    assert is_output(lab) and is_probabilities(prob) and not is_probabilities(viewer.layers["scan"])
+    refine = RefineWidget(viewer)
+    refine.reset_choices()
+    sources = [refine.source_combo.itemText(i) for i in range(refine.source_combo.count())]
+    assert "my map" in sources
+    widget.make_runner().run_sync()  # a re-run keeps the role
+    assert layer_role(viewer.layers["scan [attnseg]"]) == "prediction"
