@@ -17,7 +17,8 @@ correct next.
 
 Parts: :mod:`._finetune_form` (widgets, layout, TrainConfig, models), :mod:`._finetune_request`
 (modes, scribble counts, Run's reasons, the training pairs), :mod:`._finetune_results` (what is
-said and written after a run), :mod:`._finetune_uncertainty` (what to correct next).
+said and written after a run), :mod:`._finetune_uncertainty` (what to correct next),
+:mod:`._finetune_scribble` (scribbles with a 2D model: the scribble fine-tune core, issue 13).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from ._finetune_request import (
     pair_problems, scribble_caveat, scribble_summary, target_layers,
 )
 from ._finetune_results import budget_status, cancelled_text, result_text, resegmented
+from ._finetune_scribble import (CORE_MODE_TEXT, ScribbleOutcome, ScribbleRequest,
+                                 build_scribble_request, core_caveat, finetune_factory,
+                                 outcome_text, uses_core)
 from ._finetune_uncertainty import UncertaintyMixin
 from ._plot import PLOT_INTERVAL_S, LossPlot  # noqa: F401  (LossPlot re-exported)
 from ._review import ReviewTracker
@@ -60,6 +64,7 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
         self.last_request: TrainRequest | None = None
         self.ranked: list[tuple[int, float]] = []
         self.train_overrides: dict[str, Any] = {}  #: extra TrainConfig fields (tests, experts)
+        self.scribble_overrides: dict[str, Any] = {}  #: ScribbleFinetuneConfig fields (2D scribbles)
         self._stop = threading.Event()
         self._next_last: int | None = None
         self._watched = weakref.WeakSet()  # labels layers whose changes update the state
@@ -83,8 +88,7 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
         self.add_pair_button.clicked.connect(self.add_pair)
         self.remove_pair_button.clicked.connect(self.remove_pair)
         self.mark_button.clicked.connect(self.mark_current)
-        self.unmark_button.clicked.connect(lambda *_:
-                                           self.tracker and self.tracker.unmark_current())
+        self.unmark_button.clicked.connect(lambda *_: self.tracker and self.tracker.unmark_current())
         self.train_button.clicked.connect(self.train)
         self.stop_button.clicked.connect(self.stop)
         self.resegment_button.clicked.connect(self.resegment)
@@ -141,8 +145,7 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
         else:
             ReviewTracker.for_layer(layer, self.viewer).connect(self.update_state)
 
-    def refresh_models(self) -> None:
-        fill_models(self)
+    refresh_models = fill_models
 
     def _on_budget_mode(self, *_: Any) -> None:
         by_time = budget_by_time(self)
@@ -239,25 +242,28 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
             self._summaries[layer] = scribble_summary(layer.data)
         return self._summaries[layer]
 
+    def _pairs(self) -> list[tuple[str, str]]:
+        return list(self.pairs) or [(self.image_combo.currentText(), self.labels_combo.currentText())]
+
     def problems(self) -> list[str]:
         """Why Train is disabled (empty when it can run)."""
-        pairs = list(self.pairs) or [(self.image_combo.currentText(), self.labels_combo.currentText())]
-        return pair_problems(self.viewer, pairs,
+        return pair_problems(self.viewer, self._pairs(),
                              lambda ly: ReviewTracker.for_layer(ly, self.viewer).reviewed_slices(),
                              self.summary)
 
     def update_state(self, *_: Any) -> None:
         """The mode line, the info line (scribble counts, or why Train is disabled) and Train."""
-        layer = self.labels_layer()
-        mode = self.mode
-        self.mode_label.setText(MODE_TEXT[mode] if layer is not None else "")
+        layer, mode, ref = self.labels_layer(), self.mode, self.model_combo.currentData()
+        core = mode == MODE_SCRIBBLES and uses_core(self.viewer, self._pairs(), ref)
+        self.mode_label.setText((CORE_MODE_TEXT if core else MODE_TEXT[mode]) if layer is not None else "")
         problems = self.problems()
         text = ""
         if mode == MODE_SCRIBBLES and layer is not None:
             summary = self.summary(layer)
-            text = summary.text(class_names(self.viewer, layer, self.model_combo.currentData()))
+            text = summary.text(class_names(self.viewer, layer, ref))
             if not problems:
-                text += " " + scribble_caveat(summary, self.train_overrides)
+                text += " " + (core_caveat(self.scribble_overrides) if core else
+                               scribble_caveat(summary, self.train_overrides))
         if problems:
             text = (text + " " if text else "") + "Cannot train: " + "; ".join(problems) + "."
         self.info_label.setText(text)
@@ -266,18 +272,20 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
 
     def mark_current(self) -> int:
         if self.tracker is None:
-            raise ValueError("choose the corrected labels layer first (scribbled slices count as "
-                             "reviewed by themselves)")
+            raise ValueError("choose the corrected labels layer first (scribbled slices are reviewed)")
         return self.tracker.mark_current()
 
     # ------------------------------------------------------------------ training
     def train_config(self, spatial_dims: int = 2, model_patch: tuple = ()) -> Any:
         return train_config(self, spatial_dims, model_patch, sparse=self.mode == MODE_SCRIBBLES)
 
-    def snapshot(self) -> TrainRequest:
-        """Copy the chosen layers into TrainingPairs (GUI thread)."""
-        pairs = list(self.pairs) or [(self.image_combo.currentText(),
-                                      self.labels_combo.currentText())]
+    def snapshot(self) -> TrainRequest | ScribbleRequest:
+        """Copy the chosen layers into TrainingPairs, or the scribble fine-tune's request for
+        one scribbles pair and a 2D model (GUI thread)."""
+        pairs, ref = self._pairs(), self.model_combo.currentData()
+        if uses_core(self.viewer, pairs, ref):
+            return build_scribble_request(self.viewer, pairs, ref, self.params.seconds.value,
+                                          self.scribble_overrides)
         return build_request(self.viewer, pairs, self.model_combo.currentData(),
                              lambda dims, patch, mode: train_config(
                                  self, dims, patch, sparse=mode == MODE_SCRIBBLES))
@@ -286,24 +294,13 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
         try:
             req = self.snapshot()
         except Exception as exc:  # shown to the user, not raised into Qt
-            notify_error(exc, "Fine-tune")
-            return None
+            return notify_error(exc, "Fine-tune")
         self.last_request = req
         self.last_result = None
         self.plot.clear()
         self.result_label.setText("")
-        self._stop = stop = threading.Event()
-
-        def factory():
-            from ..model.checkpoint import load_model
-            from ..model.registry import ModelRegistry
-            from ..training.finetune import finetune_job
-
-            base = load_model(req.base_path)
-            return (yield from finetune_job(base, list(req.pairs), req.config, ModelRegistry(),
-                                            name=req.name, stop=stop, activate_on_stop=False))
-
-        self.runner = JobRunner(factory, self.progress, on_result=self.show_result,
+        self._stop = threading.Event()
+        self.runner = JobRunner(finetune_factory(req, self._stop), self.progress, on_result=self.show_result,
                                 on_progress=self._on_progress, on_finished=self._on_finished,
                                 context="Fine-tune")
         return self.runner
@@ -341,7 +338,7 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
         elapsed / budget seconds instead, and fill the bar by time."""
         req = self.last_request
         budget = getattr(req.config, "max_seconds", None) if req is not None else None
-        if not budget or not budget_by_time(self):
+        if not budget or not (budget_by_time(self) or isinstance(req, ScribbleRequest)):
             return
         text, value = budget_status(p, budget)
         self.progress.status.setText(text)
@@ -359,7 +356,8 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
     def show_result(self, result: Any) -> None:
         self.last_result = result
         mode = self.last_request.mode if self.last_request is not None else MODE_LABELS
-        self.result_label.setText(result_text(result, mode))
+        self.result_label.setText(outcome_text(result) if isinstance(result, ScribbleOutcome)
+                                  else result_text(result, mode))
         if result.entry is None:  # no epoch beat the base: no version was written
             self.resegment_button.setEnabled(False)
             return
