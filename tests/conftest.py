@@ -29,3 +29,25 @@ def _isolated_model_registry(tmp_path_factory, monkeypatch):
     """Tests never write to the user's model registry or cache folder (ONNX exports, DICOMweb)."""
     monkeypatch.setenv("ATTNSEG_MODELS", str(tmp_path_factory.mktemp("models")))
     monkeypatch.setenv("ATTNSEG_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def make_tiny_registry():
+    """``make(label_names, modality, patch_size, spatial_dims=2, **spec)``: the isolated registry
+    with an untrained "tiny" model (channels 4-8-16, seeded) added and active; returns it."""
+    def make(label_names: dict, modality: str, patch_size: tuple, spatial_dims: int = 2, **spec):
+        import torch
+
+        from napari_attnseg.model.attention_unet import AttentionUNet, UNetConfig
+        from napari_attnseg.model.checkpoint import ModelSpec
+        from napari_attnseg.model.registry import ModelRegistry
+
+        torch.manual_seed(0)
+        arch = UNetConfig(spatial_dims=spatial_dims, in_channels=1, out_channels=len(label_names), channels=(4, 8, 16))
+        reg = ModelRegistry()
+        entry = reg.add_version("tiny", AttentionUNet(arch), ModelSpec(
+            arch=arch, label_names=label_names, modality=modality, patch_size=patch_size, name="tiny", **spec))
+        reg.set_active("tiny", entry.version)
+        return reg
+
+    return make

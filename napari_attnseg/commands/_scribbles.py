@@ -108,25 +108,6 @@ def scribble_constraints(args: argparse.Namespace, probs: np.ndarray,
     return fused, lambda labels: enforce_scribbles(labels, scr, args.ignore_label)
 
 
-def sparse_labels(labels: Any, reviewed: Any, ignore: int | None, path: str | Path) -> tuple[Any, Any]:
-    """For ``--ignore-label``: the labels Volume with 0 on unannotated voxels and the voxel mask
-    of annotated ones (within the ``reviewed`` slices, when given); unchanged without it."""
-    if ignore is None:
-        return labels, reviewed
-    from ..errors import ReadError
-
-    data = np.asarray(labels.data)
-    mask = data != ignore
-    if reviewed is not None:
-        flags = np.asarray(reviewed, bool)
-        mask &= flags.reshape((-1,) + (1,) * (data.ndim - 1)) if flags.ndim == 1 else flags
-    if not mask.any():
-        raise ReadError(path, f"no annotated voxel: every voxel (of the reviewed slices) is the "
-                              f"ignore value {ignore}")
-    out = np.where(mask, data, 0).astype(np.int64 if data.max(initial=0) > 255 else np.uint8)
-    return labels.with_data(out, is_labels=True), mask
-
-
 def sparse_train_options(args: argparse.Namespace) -> dict[str, float]:
     """TrainConfig options for sparse labels: partial cross-entropy (no Dice term) and the
     gated-CRF term."""

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from ._common import positive_int
-from ._scribbles import add_finetune_arguments, sparse_labels, sparse_train_options
+from ._scribbles import add_finetune_arguments, sparse_train_options
 from ._spacing import add_spacing_argument, apply_spacing
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,8 @@ def parse_slices(text: str | None, depth: int) -> "object":
 
 def _checked_labels(lab, path, ignore):
     """Labels as whole non-negative numbers (1.3 or a CT image is an error, never rounded); the
-    ``--ignore-label`` value (unannotated voxels) is left for :func:`sparse_labels`."""
+    ``--ignore-label`` value (unannotated voxels) is left for
+    :func:`~napari_attnseg.training.dataset.sparse_labels`."""
     from ..io.validate import require_labels
 
     if ignore is None:
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import read_volume
     from ..model.checkpoint import load_model
     from ..model.registry import ModelRegistry, check_name
-    from ..training.dataset import TrainingPair
+    from ..training.dataset import TrainingPair, sparse_labels
     from ..training.finetune import finetune_job
     from ..training.loop import TrainConfig
     from ._common import run_with_progress

@@ -363,6 +363,23 @@ def subject_of(case: str) -> str:
     return _FRAME_SUFFIX.sub("", case)
 
 
+def sparse_labels(labels: Any, reviewed: Any, ignore: int | None, path: str | Path) -> tuple[Any, Any]:
+    """For ``--ignore-label``: the labels Volume with 0 on unannotated voxels and the voxel mask
+    of annotated ones (within the ``reviewed`` slices, when given); unchanged without it."""
+    if ignore is None:
+        return labels, reviewed
+    data = np.asarray(labels.data)
+    mask = data != ignore
+    if reviewed is not None:
+        flags = np.asarray(reviewed, bool)
+        mask &= flags.reshape((-1,) + (1,) * (data.ndim - 1)) if flags.ndim == 1 else flags
+    if not mask.any():
+        raise ReadError(path, f"no annotated voxel: every voxel (of the reviewed slices) is the "
+                              f"ignore value {ignore}")
+    out = np.where(mask, data, 0).astype(np.int64 if data.max(initial=0) > 255 else np.uint8)
+    return labels.with_data(out, is_labels=True), mask
+
+
 def read_decathlon(folder: str | Path, labels_dir: str = "labelsTr",
                    ignore_label: int | None = None) -> tuple[list[TrainingPair], DatasetInfo]:
     """Read a Medical Segmentation Decathlon / nnU-Net folder: ``dataset.json`` (``labels``,
@@ -424,17 +441,14 @@ def read_decathlon(folder: str | Path, labels_dir: str = "labelsTr",
         image = _read_nifti(img)
         if not image.modality and modality:
             image = Volume(**{**image.__dict__, "modality": modality})
-        labels, reviewed = _read_nifti(lab, labels=True), None
+        labels = _read_nifti(lab, labels=True)
         if ignore_label is not None:
             data = np.asarray(labels.data)
-            reviewed = data != ignore_label
-            bad = np.setdiff1d(np.unique(data[reviewed]), np.arange(len(label_names)))
+            bad = np.setdiff1d(np.unique(data[data != ignore_label]), np.arange(len(label_names)))
             if bad.size:
                 raise ReadError(lab, f"holds values {bad.tolist()} that are neither labels 0..{len(label_names) - 1} "
                                      f"nor the ignore value {ignore_label}")
-            if not reviewed.any():
-                raise ReadError(lab, f"is all the ignore value {ignore_label}: nothing is annotated")
-            labels = labels.with_data(np.where(reviewed, data, 0).astype(np.uint8), is_labels=True)
+        labels, reviewed = sparse_labels(labels, None, ignore_label, lab)
         pairs.append(TrainingPair(image, labels, reviewed, subjects.get(case) or subject_of(case), known.get(case)))
     if not pairs:
         raise ReadError(lab_dir, f"holds no label files ending in {ext}")

@@ -177,10 +177,9 @@ def scribble_caveat(summary: ScribbleSummary, options: dict | None = None) -> st
 
 def scribble_pair(image_layer: Any, layer: Any, n_classes: int | None = None) -> Any:
     """The TrainingPair of a scribbles layer: labels 0 where nothing is drawn and the strokes'
-    voxel mask as the reviewed mask (``commands._scribbles.sparse_labels``, as the CLI)."""
-    from ..commands._scribbles import sparse_labels
+    voxel mask as the reviewed mask (``training.dataset.sparse_labels``, as the CLI)."""
     from ..interactive import IGNORE
-    from ..training.dataset import TrainingPair
+    from ..training.dataset import TrainingPair, sparse_labels
 
     core = to_core_scribbles(np.asarray(layer.data))
     if n_classes is not None:

@@ -11,8 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_attnseg.interactive import IGNORE, enforce_scribbles  # noqa: E402
-from napari_attnseg.model.attention_unet import AttentionUNet, UNetConfig  # noqa: E402
-from napari_attnseg.model.checkpoint import ModelSpec, read_spec  # noqa: E402
+from napari_attnseg.model.checkpoint import read_spec  # noqa: E402
 from napari_attnseg.model.registry import ModelRegistry  # noqa: E402
 from napari_attnseg.widgets.finetune import FinetuneWidget  # noqa: E402
 from napari_attnseg.widgets.scribble import ScribbleWidget  # noqa: E402
@@ -31,14 +30,8 @@ def _scan(seed: int = 0):
 
 
 @pytest.fixture
-def tiny_registry():
-    torch.manual_seed(0)
-    arch = UNetConfig(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8, 16))
-    spec = ModelSpec(arch=arch, label_names={0: "background", 1: "disc"}, modality="MR",
-                     normalization={"preset": "MR"}, patch_size=(32, 32), name="tiny")
-    reg = ModelRegistry()
-    reg.set_active("tiny", reg.add_version("tiny", AttentionUNet(arch), spec).version)
-    return reg
+def tiny_registry(make_tiny_registry):
+    return make_tiny_registry({0: "background", 1: "disc"}, "MR", (32, 32), normalization={"preset": "MR"})
 
 
 @pytest.fixture

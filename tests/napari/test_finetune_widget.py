@@ -11,8 +11,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_attnseg.model.attention_unet import AttentionUNet, UNetConfig  # noqa: E402
-from napari_attnseg.model.checkpoint import ModelSpec  # noqa: E402
 from napari_attnseg.model.registry import ModelRegistry  # noqa: E402
 from napari_attnseg.widgets.finetune import FinetuneWidget  # noqa: E402
 
@@ -29,15 +27,8 @@ def _phantom(seed=0):
 
 
 @pytest.fixture
-def tiny_registry():
-    torch.manual_seed(0)
-    cfg = UNetConfig(spatial_dims=2, out_channels=2, channels=(4, 8, 16))
-    spec = ModelSpec(arch=cfg, label_names={0: "background", 1: "blob"}, modality="CT",
-                     patch_size=(64, 64), name="tiny")
-    reg = ModelRegistry()
-    entry = reg.add_version("tiny", AttentionUNet(cfg), spec)
-    reg.set_active("tiny", entry.version)
-    return reg
+def tiny_registry(make_tiny_registry):
+    return make_tiny_registry({0: "background", 1: "blob"}, "CT", (64, 64))
 
 
 @pytest.fixture
