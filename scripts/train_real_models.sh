@@ -5,6 +5,7 @@
 #   bash scripts/train_real_models.sh acdc            # ACDC cine cardiac MR (about 1 h 50)
 #   RESUME=1 bash scripts/train_real_models.sh acdc   # continue from its checkpoint
 #   bash scripts/train_real_models.sh openkbp|chaos|hc18
+#   bash scripts/train_real_models.sh acdc-v2          # ACDC v2: from v1's weights, bf16, 9 000 steps
 #   bash scripts/train_real_models.sh acdc-scribbles   # ACDC from its real scribbles only (issue 13)
 #
 # The test patients of each dataset (napari_attnseg/benchmark/splits.py) are left out of the
@@ -37,6 +38,17 @@ acdc)
     "$ATTNSEG" train "$WORK/acdc_train" -o "$WORK/acdc-cardiac-mr-2d" --checkpoint-dir "$WORK/acdc.ckpt" $RES \
         --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 224 224 --batch-size 8 \
         --epochs ${ACDC_EPOCHS:-18} --steps-per-epoch 250 --max-seconds ${ACDC_SECONDS:-8400} --val-fraction 0.1 --patience 0 \
+        --seed 0 --threads 2 -q
+    ;;
+acdc-v2)
+    subset acdc
+    # v2 (session 7): warm start from the shipped v1 weights, the same split and validation
+    # patients, bf16 autocast (about 1.9x faster per step than fp32 on CPUs with AMX:
+    # benchmarks/bench_training.py), LR 5e-4, 9 000 more steps.
+    "$ATTNSEG" train "$WORK/acdc_train" -o "$WORK/acdc-cardiac-mr-2d-v2" --checkpoint-dir "$WORK/acdc-v2.ckpt" $RES \
+        --init-model acdc-cardiac-mr-2d@1 --precision bf16 --lr 5e-4 \
+        --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 224 224 --batch-size 8 \
+        --epochs ${ACDC_EPOCHS:-36} --steps-per-epoch 250 --max-seconds ${ACDC_SECONDS:-7200} --val-fraction 0.1 --patience 0 \
         --seed 0 --threads 2 -q
     ;;
 acdc-scribbles)

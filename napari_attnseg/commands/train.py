@@ -16,6 +16,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from ._scribbles import DEFAULT_PAIRWISE_WEIGHT
+
 logger = logging.getLogger(__name__)
 
 
@@ -49,7 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(partial cross-entropy, no Dice term; ACDC's scribbles use 4)")
     parser.add_argument("--pairwise-weight", type=float, default=None,
                         help="weight of the gated-CRF term that spreads sparse labels along image edges "
-                             "(default 0.5 with --ignore-label, else 0)")
+                             f"(default {DEFAULT_PAIRWISE_WEIGHT} with --ignore-label, else 0)")
+    parser.add_argument("--init-model", default=None,
+                        help="start from this model's weights (name, name@version or folder) instead of random "
+                             "ones; its architecture and label names must match this run's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--checkpoint-dir", default=None, help="where checkpoints go (default: beside the output)")
@@ -126,6 +131,24 @@ def model_card(spec, info, result, train_cases, val_cases, config, device: str) 
     return "\n".join(lines)
 
 
+def _init_weights(network, ref: str, arch, label_names) -> str:
+    """Load ``ref``'s weights into ``network`` (warm start); a different architecture or label
+    set is a ModelError naming the difference. Returns the model's id for the provenance."""
+    from ..errors import ModelError
+    from ..model.checkpoint import load_model
+    from ..model.registry import ModelRegistry
+
+    loaded = load_model(ModelRegistry().resolve(ref))
+    if loaded.spec.arch != arch:
+        raise ModelError(f"--init-model {ref}: its architecture {loaded.spec.arch} differs from this run's {arch}")
+    if dict(loaded.spec.label_names) != dict(label_names):
+        raise ModelError(f"--init-model {ref}: its labels {dict(loaded.spec.label_names)} differ from the "
+                         f"dataset's {dict(label_names)}")
+    network.load_state_dict(loaded.network.state_dict())
+    logger.info("starting from the weights of %s", loaded.model_id)
+    return loaded.model_id
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -135,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.dataset import read_dataset, split_by_group
     from ..training.distributed import cleanup, device_for_rank, init_from_env
     from ..training.loop import TrainConfig, train_job
+    from ._scribbles import sparse_train_options
     from ._common import run_with_progress
 
     if not args.output and not args.name:
@@ -147,8 +171,6 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     pairs, info = read_dataset(args.dataset, limit=args.limit, labels_dir=args.labels_dir,
                                ignore_label=args.ignore_label)
-    sparse = args.ignore_label is not None
-    pairwise = args.pairwise_weight if args.pairwise_weight is not None else (0.5 if sparse else 0.0)
     dims = args.spatial_dims
     patch = tuple(args.patch_size or ((256, 256) if dims == 2 else (96, 96, 96)))
     arch = UNetConfig(spatial_dims=dims, in_channels=1, out_channels=len(info.label_names),
@@ -163,14 +185,14 @@ def run(args: argparse.Namespace) -> int:
                          mirror=not args.no_mirror,
                          val_fraction=args.val_fraction, early_stopping_patience=args.patience, seed=args.seed,
                          precision=args.precision, deep_supervision=not args.no_deep_supervision,
-                         num_threads=args.threads, dice_weight=0.0 if sparse else 1.0,
-                         pairwise_weight=pairwise)
+                         num_threads=args.threads, **sparse_train_options(args))
     train_pairs, val_pairs = split_by_group(pairs, args.val_fraction, seed=args.seed)
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else (
         Path(args.output).with_name(Path(args.output).name + ".checkpoint") if args.output
         else default_root() / ".checkpoints" / args.name)
     torch.manual_seed(args.seed)
     network = AttentionUNet(arch)
+    parent = _init_weights(network, args.init_model, arch, info.label_names) if args.init_model else None
     logger.info("training on %d cases, validating on %d (%s)", len(train_pairs), len(val_pairs), info.name)
     job = train_job(network, spec, train_pairs, val_pairs, config, checkpoint_dir=ckpt, resume=args.resume,
                     device=device)
@@ -186,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
                       "params": config.to_dict(), "best_val_dice": result.best_val_dice,
                       "initial_val_dice": result.initial_val_dice, "seconds": result.seconds,
                       "steps": result.steps, "stopped": result.stopped, "world_size": world}
+        if parent:
+            provenance["init_model"] = parent
         spec = dataclasses.replace(spec, provenance=provenance)
         folders = []
         if args.name:

@@ -92,3 +92,21 @@ def test_train_resume_reaches_the_same_model(tiny_dataset, tmp_path, monkeypatch
     wa, wb = load_model(a), load_model(b)
     for k, v in wa.network.state_dict().items():
         assert torch.allclose(v.float(), wb.network.state_dict()[k].float(), atol=1e-6), k
+
+
+def test_train_init_model_starts_from_its_weights_and_checks_the_architecture(tiny_dataset, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", str(tiny_dataset), "-o", str(a), *COMMON]) == 0
+    first = load_model(a).spec.provenance
+    # warm start: before its first step, b scores a's weights on the same validation case
+    assert main(["train", str(tiny_dataset), "-o", str(b), "--init-model", str(a), *COMMON]) == 0
+    second = load_model(b).spec.provenance
+    assert second["init_model"] == load_model(a).model_id
+    assert second["initial_val_dice"] == pytest.approx(first["best_val_dice"], abs=1e-6)
+    assert first["initial_val_dice"] != pytest.approx(first["best_val_dice"], abs=1e-6)  # random init differs
+    wide = [x if x != "16" or i != 3 else "32" for i, x in enumerate(COMMON)]  # channels 4 8 32
+    capsys.readouterr()
+    assert main(["train", str(tiny_dataset), "-o", str(tmp_path / "c"), "--init-model", str(a), *wide]) != 0
+    err = capsys.readouterr().err
+    assert "--init-model" in err and "architecture" in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()
