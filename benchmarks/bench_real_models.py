@@ -61,11 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--postprocess", nargs="*", default=None, metavar="STEP",
                     help="replace the model's post-processing steps (none given: the plain argmax), "
                          "e.g. --postprocess largest_component_3d")
+    ap.add_argument("--tta", action="store_true", help="mirror test-time augmentation (as attnseg predict --tta)")
     args = ap.parse_args(argv)
 
     import torch
 
-    from napari_attnseg.inference.predictor import predict
+    from napari_attnseg.inference.predictor import PredictConfig, predict
     from napari_attnseg.io import read_volume
     from napari_attnseg.metrics.report import label_metrics
     from napari_attnseg.model.checkpoint import load_model
@@ -86,13 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         import dataclasses
 
         model = dataclasses.replace(model, spec=dataclasses.replace(model.spec, postprocess=tuple(args.postprocess)))
+    config = PredictConfig(tta=args.tta)
     classes = [int(k) for k in model.spec.label_names if int(k) > 0]
     rows, check = [], None
     for n, e in enumerate(entries):
         image = read_volume(folder / e["image"])
         gt = np.asarray(read_volume(folder / e["label"]).data)
         t0 = time.perf_counter()
-        pred = predict(model, image).labels
+        pred = predict(model, image, config).labels
         seconds = time.perf_counter() - t0
         scored = [c for c in classes if c in set(e.get("contoured", classes))] if "contoured" in e else classes
         per_class = {}
@@ -111,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{case_of(e)}: mean Dice {rows[-1]['mean_dice']:.4f} ({detail}) {seconds:.2f} s", flush=True)
         if n == 0:
             scaled = image.__class__(**{**image.__dict__, "data": np.asarray(image.data, np.float32) * 1000 + 50})
-            pred2 = predict(model, scaled).labels
+            pred2 = predict(model, scaled, config).labels
             check = float((pred2 == pred).mean())
     summary = {"dataset": args.dataset, "model": args.model, "n_volumes": len(rows),
                "test_subjects": test_subjects, "machine": cpu_name(),
-               "threads": args.threads, "postprocess": list(model.spec.postprocess)}
+               "threads": args.threads, "postprocess": list(model.spec.postprocess), "tta": args.tta}
     mean, lo, hi = bootstrap_ci([r["mean_dice"] for r in rows])
     summary["mean_dice"] = [mean, lo, hi]
     for c in classes:

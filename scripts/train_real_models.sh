@@ -6,6 +6,7 @@
 #   RESUME=1 bash scripts/train_real_models.sh acdc   # continue from its checkpoint
 #   bash scripts/train_real_models.sh openkbp|chaos|hc18
 #   bash scripts/train_real_models.sh acdc-v2          # ACDC v2: from v1's weights, bf16, 9 000 steps
+#   bash scripts/train_real_models.sh openkbp-v2       # OpenKBP v2: from v1's weights, bf16, 12 000 steps
 #   bash scripts/train_real_models.sh acdc-scribbles   # ACDC from its real scribbles only (issue 13)
 #
 # The test patients of each dataset (napari_attnseg/benchmark/splits.py) are left out of the
@@ -79,6 +80,16 @@ openkbp)
         --epochs ${OPENKBP_EPOCHS:-18} --steps-per-epoch 250 --max-seconds ${OPENKBP_SECONDS:-6600} --val-fraction 0.1 --patience 0 \
         --seed 0 --threads 2 -q
     ;;
+openkbp-v2)
+    subset openkbp_ct
+    # v2 (session 8): warm start from the shipped v1 weights (same split, same validation
+    # patients), bf16 autocast (AMX CPUs: ~1.9x faster per step), LR 5e-4, 12 000 more steps.
+    "$ATTNSEG" train "$WORK/openkbp_ct_train" -o "$WORK/openkbp-headneck-ct-2d-v2" --checkpoint-dir "$WORK/openkbp-v2.ckpt" $RES \
+        --init-model openkbp-headneck-ct-2d@1 --precision bf16 --lr 5e-4 \
+        --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 128 128 --batch-size 16 --no-mirror \
+        --epochs ${OPENKBP_EPOCHS:-48} --steps-per-epoch 250 --max-seconds ${OPENKBP_SECONDS:-5400} --val-fraction 0.1 --patience 0 \
+        --seed 0 --threads 2 -q
+    ;;
 hc18)
     # HC18 at 1/2 resolution (800x540 -> 400x270 px; v1 ran at 1/4), the benchmark's training
     # subjects only (its test subjects are left out of the folder); 10 % validate.
@@ -98,5 +109,5 @@ d.pop(CONFIG_HASH_KEY, None); d[CONFIG_HASH_KEY] = config_hash(d)
 json.dump(d, open(p, 'w'), indent=2)" "$WORK/hc18-ultrasound-2d/config.json"
     ;;
 *)
-    echo "unknown model: $1 (acdc, chaos, openkbp, hc18)" >&2; exit 2 ;;
+    echo "unknown model: $1 (acdc, acdc-v2, acdc-scribbles, chaos, openkbp, openkbp-v2, hc18)" >&2; exit 2 ;;
 esac

@@ -131,6 +131,15 @@ def model_card(spec, info, result, train_cases, val_cases, config, device: str) 
     return "\n".join(lines)
 
 
+def _label_keys(names) -> dict:
+    """Label names compared for meaning, not spelling: case, spaces, punctuation and a
+    parenthesised remark are ignored ('SpinalCord' = 'spinal cord', 'background (or not
+    contoured)' = 'background')."""
+    import re
+
+    return {int(k): re.sub(r"[^a-z0-9]", "", re.sub(r"\(.*?\)", "", str(v).lower())) for k, v in dict(names).items()}
+
+
 def _init_weights(network, ref: str, arch, label_names) -> str:
     """Load ``ref``'s weights into ``network`` (warm start); a different architecture or label
     set is a ModelError naming the difference. Returns the model's id for the provenance."""
@@ -141,7 +150,7 @@ def _init_weights(network, ref: str, arch, label_names) -> str:
     loaded = load_model(ModelRegistry().resolve(ref))
     if loaded.spec.arch != arch:
         raise ModelError(f"--init-model {ref}: its architecture {loaded.spec.arch} differs from this run's {arch}")
-    if dict(loaded.spec.label_names) != dict(label_names):
+    if _label_keys(loaded.spec.label_names) != _label_keys(label_names):
         raise ModelError(f"--init-model {ref}: its labels {dict(loaded.spec.label_names)} differ from the "
                          f"dataset's {dict(label_names)}")
     network.load_state_dict(loaded.network.state_dict())

@@ -110,3 +110,26 @@ def test_train_init_model_starts_from_its_weights_and_checks_the_architecture(ti
     err = capsys.readouterr().err
     assert "--init-model" in err and "architecture" in err and "Traceback" not in err
     assert not (tmp_path / "c").exists()
+
+
+def _relabel(dataset, name):
+    meta = json.loads((dataset / "dataset.json").read_text())
+    meta["labels"]["1"] = name
+    (dataset / "dataset.json").write_text(json.dumps(meta))
+
+
+def test_train_init_model_compares_label_meanings_not_spelling(tiny_dataset, tmp_path, capsys):
+    """A shipped model's tidied names ('spinal cord') match the dataset's ('SpinalCord'); another
+    structure is refused before any training."""
+    a = tmp_path / "a"
+    _relabel(tiny_dataset, "Intervertebral Disc (L4-L5)")
+    assert main(["train", str(tiny_dataset), "-o", str(a), *COMMON]) == 0
+    _relabel(tiny_dataset, "intervertebral_disc")
+    assert main(["train", str(tiny_dataset), "-o", str(tmp_path / "b"), "--init-model", str(a), *COMMON]) == 0
+    assert load_model(tmp_path / "b").spec.provenance["init_model"] == load_model(a).model_id
+    _relabel(tiny_dataset, "vertebra")
+    capsys.readouterr()
+    assert main(["train", str(tiny_dataset), "-o", str(tmp_path / "c"), "--init-model", str(a), *COMMON]) != 0
+    err = capsys.readouterr().err
+    assert "labels" in err and "vertebra" in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()
