@@ -246,7 +246,12 @@ def test_result_handling_on_the_gui_thread_is_cheap(make_napari_viewer, monkeypa
     w.gt_combo.setCurrentText("mask")
     w.set_candidates(["pred"])
     w.hc_check.setChecked(True)
-    results = [drain(compare_job(w.snapshot())) for _ in range(2)]  # as in the worker thread
+    results = [drain(compare_job(w.snapshot()))]  # as in the worker thread
+    edited = pred.copy()
+    edited[:, 396:404] = 0  # the user edits the prediction, then re-runs: every part changes
+    viewer.layers["pred"].data = edited
+    results.append(drain(compare_job(w.snapshot())))
+    assert results[1].report.rows[0]["dice"] != results[0].report.rows[0]["dice"]
     plot_s = []
     show_plot = w.plot.show_result
 
