@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="replace the model's post-processing steps (none given: the plain argmax), "
                          "e.g. --postprocess largest_component_3d")
     ap.add_argument("--tta", action="store_true", help="mirror test-time augmentation (as attnseg predict --tta)")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                    help="inference precision (as attnseg predict --precision)")
     args = ap.parse_args(argv)
 
     import torch
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         import dataclasses
 
         model = dataclasses.replace(model, spec=dataclasses.replace(model.spec, postprocess=tuple(args.postprocess)))
-    config = PredictConfig(tta=args.tta)
+    config = PredictConfig(tta=args.tta, precision=args.precision)
     classes = [int(k) for k in model.spec.label_names if int(k) > 0]
     rows, check = [], None
     for n, e in enumerate(entries):
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             check = float((pred2 == pred).mean())
     summary = {"dataset": args.dataset, "model": args.model, "n_volumes": len(rows),
                "test_subjects": test_subjects, "machine": cpu_name(),
-               "threads": args.threads, "postprocess": list(model.spec.postprocess), "tta": args.tta}
+               "threads": args.threads, "postprocess": list(model.spec.postprocess), "tta": args.tta,
+               "precision": args.precision}
     mean, lo, hi = bootstrap_ci([r["mean_dice"] for r in rows])
     summary["mean_dice"] = [mean, lo, hi]
     for c in classes:
