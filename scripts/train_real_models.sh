@@ -90,6 +90,15 @@ openkbp-v2)
         --epochs ${OPENKBP_EPOCHS:-48} --steps-per-epoch 250 --max-seconds ${OPENKBP_SECONDS:-5400} --val-fraction 0.1 --patience 0 \
         --seed 0 --threads 2 -q
     ;;
+openkbp-v3)
+    # v2 stopped on its time budget before its poly schedule annealed: a schedule that fits
+    subset openkbp_ct
+    "$ATTNSEG" train "$WORK/openkbp_ct_train" -o "$WORK/openkbp-headneck-ct-2d-v3" --checkpoint-dir "$WORK/openkbp-v3.ckpt" $RES \
+        --init-model openkbp-headneck-ct-2d@2 --precision bf16 --lr 3e-4 \
+        --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 128 128 --batch-size 16 --no-mirror \
+        --epochs ${OPENKBP_EPOCHS:-18} --steps-per-epoch 250 --max-seconds ${OPENKBP_SECONDS:-6000} --val-fraction 0.1 --patience 0 \
+        --seed 0 --threads 2 -q
+    ;;
 hc18)
     # HC18 at 1/2 resolution (800x540 -> 400x270 px; v1 ran at 1/4), the benchmark's training
     # subjects only (its test subjects are left out of the folder); 10 % validate.
@@ -109,5 +118,5 @@ d.pop(CONFIG_HASH_KEY, None); d[CONFIG_HASH_KEY] = config_hash(d)
 json.dump(d, open(p, 'w'), indent=2)" "$WORK/hc18-ultrasound-2d/config.json"
     ;;
 *)
-    echo "unknown model: $1 (acdc, acdc-v2, acdc-scribbles, chaos, openkbp, openkbp-v2, hc18)" >&2; exit 2 ;;
+    echo "unknown model: $1 (acdc, acdc-v2, acdc-scribbles, chaos, openkbp, openkbp-v2, openkbp-v3, hc18)" >&2; exit 2 ;;
 esac

@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="windows per batch (default: 1 on the CPU, 4 on a GPU)")
     parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation")
     parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, mps")
-    parser.add_argument("--precision", default="fp32",
-                        help="fp32 (default), amp (float16 on CUDA) or bf16")
+    parser.add_argument("--precision", default="auto",
+                        help="auto (default: bf16 on a CPU with native bf16, AMX or AVX512-BF16; "
+                             "fp32 elsewhere), fp32, amp (float16 on CUDA) or bf16")
     parser.add_argument("--window", default="auto", choices=["auto", "slice", "patch"],
                         help="2D models: whole slice per window (slice, fastest), the training "
                              "patch with blended overlap (patch), or auto (default: slice)")

@@ -3,7 +3,8 @@
 * ``"torch"``: the network as loaded (the fused PyTorch path).
 * ``"onnxruntime"``: the network exported once to ONNX and run by ONNX Runtime on the CPU; an
   error when that cannot be done.
-* ``"auto"``: ONNX Runtime when the run is on the CPU in fp32, the network is an
+* ``"auto"``: ONNX Runtime when the run is on the CPU in fp32 (or precision ``"auto"``, which is
+  then fp32), the network is an
   :class:`~napari_attnseg.model.attention_unet.AttentionUNet` in eval mode and the ``onnx``
   extra is installed; PyTorch otherwise, saying why in one log line (per network and reason).
   A failed export also falls back to PyTorch (a warning), and is not retried for that network.
@@ -156,7 +157,7 @@ def _why_not(model: Any, device: torch.device, precision: str) -> str | None:
 
     if device.type != "cpu":
         return f"the device is {device.type} (ONNX Runtime runs on the CPU here)"
-    if precision != "fp32":
+    if precision not in ("fp32", "auto"):  # auto: fp32 with ONNX Runtime, bf16 with torch
         return f"the precision is {precision} (ONNX Runtime runs fp32)"
     net = model.network
     if not isinstance(net, AttentionUNet):

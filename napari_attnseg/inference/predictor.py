@@ -34,7 +34,8 @@ from ..errors import ModelError
 from ..orientation import axis_permutation
 from ..volume import Volume
 from .backend import DEFAULT_BACKEND, check_backend, network_for
-from .device import DEVICES, PRECISIONS, autocast_context, device_summary, select_device
+from .device import (DEVICES, PRECISIONS, autocast_context, device_summary, resolve_precision,
+                     select_device)
 from .memory import MemoryPlan, plan_memory
 from .preprocess import (
     PRESETS,
@@ -68,7 +69,7 @@ class PredictConfig:
     batch_size: int | None = None
     tta: bool = False
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"  #: "auto": bf16 on a CPU with native bf16, else fp32 (device.py)
     modality: str | None = None  #: intensity preset override: "CT", "MR", "US" (None: auto)
     #: "slice": 2D models see each whole slice in one window (fully convolutional; fewer, larger
     #: windows: ~3x faster on CPU); "patch": windows of the model's training patch size;
@@ -394,7 +395,7 @@ def _network_on(model: Any, device: torch.device, config: PredictConfig) -> tupl
 def _windows_with_oom_retry(net: torch.nn.Module, prep: _Prepared, model: Any,
                             config: PredictConfig, device: torch.device,
                             plan: MemoryPlan) -> Job[np.ndarray]:
-    precision = config.precision
+    precision = resolve_precision(config.precision, device)
 
     def predict_fn(x: torch.Tensor) -> torch.Tensor:
         with autocast_context(device, precision):
@@ -444,7 +445,9 @@ def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig |
     plan = plan_prediction(model, volume, config, device=device)
     if plan.decision == "refuse":
         raise ModelError(plan.message)
-    probs = yield from _windows_with_oom_retry(net, prep, model, config, device, plan)
+    precision = "fp32" if backend == "onnxruntime" else resolve_precision(config.precision, device)
+    probs = yield from _windows_with_oom_retry(
+        net, prep, model, dataclasses.replace(config, precision=precision), device, plan)
     probs = _restore(probs, prep)
     labels = labels_from_probabilities(probs)
     steps = tuple(getattr(getattr(model, "spec", None), "postprocess", ()) or ())
@@ -454,6 +457,7 @@ def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig |
                                slice_axis(volume) if labels.ndim == 3 else 0)
     seconds = time.perf_counter() - t0
     extra = {"memory_plan": plan.decision, "backend": backend,
+             "precision": precision,
              **({"postprocess": list(steps)} if steps else {})}
     prov = _provenance(model, config, volume, intensity, device, plan.n_windows, seconds, extra)
     return Prediction(probs, labels, device_summary(device), plan.n_windows, seconds, prov)

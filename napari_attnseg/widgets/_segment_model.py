@@ -90,8 +90,9 @@ class SegmentParams:
                                "windows overlap (blended)"})
     tta: bool = field(default=False, metadata={"label": "mirror test-time augmentation"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"label": "device"})
-    precision: Literal["fp32", "amp", "bf16"] = field(
-        default="fp32", metadata={"label": "precision"})
+    precision: Literal["auto", "fp32", "amp", "bf16"] = field(
+        default="auto", metadata={"label": "precision", "tooltip": "auto: bf16 on a CPU with "
+                                  "native bf16 (AMX, AVX512-BF16), fp32 elsewhere"})
     window: Literal["auto", "slice", "patch"] = field(default="auto", metadata={
         "label": "window",
         "tooltip": "2D models: 'slice' runs each whole slice as one window (fastest); 'patch' "
@@ -110,7 +111,7 @@ class SegmentOptions:
     overlap: float = 0.5
     tta: bool = False
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     window: str = "auto"
     modality: str | None = None  #: intensity preset override (None: the model's own)
 

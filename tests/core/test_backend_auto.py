@@ -60,7 +60,7 @@ def test_auto_runs_onnxruntime_and_agrees_with_torch_on_the_sample_ct(ct, cache)
     assert not be.is_ready(model, PredictConfig(device="cpu", backend="auto"))
     auto = predict(model, ct, PredictConfig(device="cpu", backend="auto"))
     assert be.is_ready(model, PredictConfig(device="cpu", backend="auto"))
-    ref = predict(model, ct, PredictConfig(device="cpu", backend="torch"))
+    ref = predict(model, ct, PredictConfig(device="cpu", precision="fp32", backend="torch"))
     assert auto.provenance["backend"] == "onnxruntime" and ref.provenance["backend"] == "torch"
     assert auto.provenance["config"]["backend"] == "auto"
     assert _agreement(auto, ref) >= 0.999
@@ -94,7 +94,7 @@ def test_auto_agrees_with_torch_on_the_shipped_real_models(shared_data, name):
     volume = _shared_case(shared_data, name)
     model = _model(name)
     auto = predict(model, volume, PredictConfig(device="cpu", backend="auto"))
-    ref = predict(model, volume, PredictConfig(device="cpu", backend="torch"))
+    ref = predict(model, volume, PredictConfig(device="cpu", precision="fp32", backend="torch"))
     assert auto.provenance["backend"] == "onnxruntime"
     assert _agreement(auto, ref) >= 0.999, (name, _agreement(auto, ref))
     assert ref.labels.any()
@@ -164,7 +164,7 @@ def test_weights_changed_in_memory_get_their_own_export(ct, cache):
         for p in model.network.parameters():
             p.mul_(0.9)
     auto = predict(model, one_slice, PredictConfig(device="cpu", backend="auto"))
-    ref = predict(model, one_slice, PredictConfig(device="cpu", backend="torch"))
+    ref = predict(model, one_slice, PredictConfig(device="cpu", precision="fp32", backend="torch"))
     assert auto.provenance["backend"] == "onnxruntime"
     assert len(set((cache / "onnx").glob("*.onnx")) - before) == 1
     assert np.abs(auto.probabilities - ref.probabilities).max() < 1e-3

@@ -143,11 +143,34 @@ def test_2d_model_on_volume_odd_shape_round_trip(tmp_path):
 def test_one_window_equals_forward(tmp_path):
     model = tiny_model(tmp_path)
     vol = _volume((32, 32))
-    res = predict(model, vol)
+    res = predict(model, vol, PredictConfig(precision="fp32"))
     x = np.clip(vol.data, -1000, 1000) / 1000.0
     with torch.inference_mode():
         ref = torch.softmax(model.network(torch.from_numpy(x)[None, None]), 1)[0].numpy()
     np.testing.assert_allclose(res.probabilities, ref, atol=1e-5)
+
+
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(tmp_path, monkeypatch):
+    """precision "auto" (the default) runs bf16 autocast where the CPU has AMX / AVX512-BF16
+    and fp32 elsewhere; the provenance says which ran; an explicit choice is kept."""
+    from napari_attnseg.inference import device as dev
+
+    model = tiny_model(tmp_path)
+    vol = _volume((32, 32))
+    fp32 = predict(model, vol, PredictConfig(precision="fp32"))
+    for native, expected in ((False, "fp32"), (True, "bf16")):
+        monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda n=native: n)
+        assert dev.resolve_precision("auto", "cpu") == expected
+        assert dev.resolve_precision("fp32", "cpu") == "fp32"
+        assert dev.resolve_precision("auto", "cuda") == "fp32"
+        res = predict(model, vol)
+        assert res.provenance["precision"] == expected
+        assert res.provenance["config"]["precision"] == "auto"
+        if expected == "fp32":
+            np.testing.assert_array_equal(res.probabilities, fp32.probabilities)
+        else:  # bf16 rounds the activations: close, not equal
+            assert not np.array_equal(res.probabilities, fp32.probabilities)
+            np.testing.assert_allclose(res.probabilities, fp32.probabilities, atol=0.05)
 
 
 def test_3d_model_reorients_resamples_and_returns_original_grid(tmp_path):
