@@ -17,7 +17,7 @@ import numpy as np
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from .._napari.layers import derived_layer_kwargs
-from ._results import _same_geometry
+from ._results import _same_geometry, inactive_additions
 
 HC_SUFFIX = " [attnseg hc]"
 HC_TRUTH_COLOUR = "lime"
@@ -192,9 +192,8 @@ def show_hc_layer(viewer: Any, gt_layer: Any, result: Any) -> Any:
         existing.metadata.update(kwargs["metadata"])
         layer = existing
     else:
-        layer = viewer.add_shapes(polys, shape_type="polygon", **style, **kwargs)
-    if active is not None and active is not layer and active in viewer.layers:
-        viewer.layers.selection.active = active  # new layers take it: the brush would follow
-    elif layer in viewer.layers.selection:
+        with inactive_additions(viewer):  # new layers take it: the brush would follow
+            layer = viewer.add_shapes(polys, shape_type="polygon", **style, **kwargs)
+    if layer in viewer.layers.selection and layer is not active:
         viewer.layers.selection.discard(layer)
     return layer

@@ -29,6 +29,7 @@ from ._compare_job import (  # noqa: F401  (re-exported: the widget's public nam
 from ._compare_form import HC_TOOLTIP, CompareParams, TruthPicker
 from ._compare_plot import HC_SUFFIX, ComparePlot, show_hc_layer
 from ._form import build_form, read_form
+from ._results import inactive_additions
 from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
 
 logger = logging.getLogger(__name__)
@@ -351,11 +352,8 @@ class CompareWidget(Container):
         # again on the GUI thread (~50 ms per result); an updated layer keeps its own
         colours = {None: "transparent", 0: "transparent", 1: "red", 2: "blue"}
         kwargs["colormap"] = DirectLabelColormap(color_dict=colours)
-        active = self.viewer.layers.selection.active
-        layer = upsert_layer(self.viewer, overlay, kwargs, "labels")
-        # napari makes a new layer the active one: the brush would then paint on the overlay
-        if active is not None and active is not layer and active in self.viewer.layers:
-            self.viewer.layers.selection.active = active
+        with inactive_additions(self.viewer):  # else the brush would then paint on the overlay
+            layer = upsert_layer(self.viewer, overlay, kwargs, "labels")
         if not isinstance(layer.colormap, DirectLabelColormap):
             layer.colormap = kwargs["colormap"]
         return layer
