@@ -12,8 +12,9 @@ largest error region of the slice, with the class the ground truth has there. Me
 Prints mean slice Dice (mean over the foreground classes present) after 0, 1, 3, 5, 10
 interactions, how many slices reached 0.9 and after how many interactions, and the seconds of
 compute per interaction; then the latency of one stroke at 256² and of "apply to volume" on
-256² x 30. Data: ACDC test patients (``benchmark/splits.py``; needs a trained ACDC model) and the
-spleen CT with the shipped CT model.
+256² x 30. Data: ACDC test patients (``benchmark/splits.py``; needs a trained ACDC model), the
+spleen CT with the shipped CT model, CHAOS test patients and HC18 test images with their shipped
+models (``--chaos N``, ``--hc18 N``).
 
     python benchmarks/bench_scribbles.py --acdc-model /tmp/acdc_model --acdc-patients 6 --spleen
     python benchmarks/bench_scribbles.py --snapshot /tmp/attnseg_real/acdc.ckpt/checkpoint.pt /tmp/acdc_model
@@ -109,6 +110,56 @@ def spleen_case(slices: int):
              tuple(img.spacing[1:]), sorted(set(pick)), "CT")]
 
 
+def chaos_cases(n_patients: int, slices_per_case: int):
+    """CHAOS T2-SPIR test patients (the shipped model's held-out split) with the shipped
+    ``chaos-abdomen-mr-2d``; slices taken along the axis the 2D model slices (axial)."""
+    from napari_attnseg.benchmark.splits import split_subjects
+    from napari_attnseg.inference.predictor import slice_order
+    from napari_attnseg.io import read_volume
+    from napari_attnseg.model.checkpoint import load_model
+    from napari_attnseg.model.registry import ModelRegistry
+
+    folder = DATA / "chaos_mr_t2"
+    model = load_model(ModelRegistry().resolve("chaos-abdomen-mr-2d"))
+    _, test = split_subjects(folder)
+    cases = []
+    for patient in test[:n_patients]:
+        img = read_volume(folder / "imagesTr" / f"{patient}.nii.gz")
+        lab = read_volume(folder / "labelsTr" / f"{patient}.nii.gz")
+        perm = slice_order(img)
+        probs = np.transpose(predict(model, img), (0,) + tuple(a + 1 for a in perm))
+        data = np.transpose(np.asarray(img.data, np.float32), perm)
+        gt = np.transpose(np.asarray(lab.data), perm).astype(np.uint8)
+        fg = [z for z in range(gt.shape[0]) if (gt[z] > 0).sum() > 200]
+        pick = [fg[int(round(i))] for i in np.linspace(0, len(fg) - 1, min(slices_per_case, len(fg)))]
+        cases.append((f"chaos/{patient}", data, gt, probs, tuple(img.spacing[a] for a in perm[1:]),
+                      sorted(set(pick)), "MR"))
+    return cases
+
+
+def hc18_cases(n_images: int):
+    """HC18 test images (the shipped model's split: ``fixed_split`` seed 0, 20 %), evenly spaced
+    over the test list, with the shipped ``hc18-ultrasound-2d``: one 2D slice per image, the
+    pixel size from HC18's CSV."""
+    from napari_attnseg.benchmark.split import apply_split, fixed_split
+    from napari_attnseg.model.checkpoint import load_model
+    from napari_attnseg.model.registry import ModelRegistry
+    from napari_attnseg.training.dataset import read_hc18
+
+    pairs, _ = read_hc18(DATA / "hc18")
+    _, test = apply_split(pairs, fixed_split(pairs, 0, 0.2))
+    model = load_model(ModelRegistry().resolve("hc18-ultrasound-2d"))
+    cases = []
+    for i in np.linspace(0, len(test) - 1, min(n_images, len(test))):
+        p = test[int(round(i))]
+        img = np.asarray(p.image.data, np.float32)
+        probs = predict(model, p.image)
+        gt = (np.asarray(p.labels.data) > 0).astype(np.uint8)
+        cases.append((f"hc18/{Path(p.image.source).stem}", img[None], gt[None], probs[:, None],
+                      tuple(p.image.spacing), [0], "US"))
+    return cases
+
+
 def run_user(method: str, probs, image, norm, gt, spacing, params: ScribbleParams, n: int):
     """Dice after 0..n interactions and the compute seconds of each."""
     base = probs.argmax(axis=0).astype(np.uint8)
@@ -186,6 +237,9 @@ def pad_to(a: np.ndarray, shape: tuple, value: float = 0.0) -> np.ndarray:
 def latency(cases, params: ScribbleParams, repeat: int = 3) -> None:
     """One stroke at 256² (the case's slices padded to 256²) and apply-to-volume on 256² x 30."""
     name, img, gt, probs, sp, picks, modality = cases[0]
+    if max(img.shape[-2:]) > 256:
+        print(f"\n(latency at 256x256 skipped: {name} is {img.shape[-2]}x{img.shape[-1]})")
+        return
     prm = replace(params, modality=modality)
     img_p = pad_to(img, (256, 256), float(img.min()))
     gt_p = pad_to(gt, (256, 256))
@@ -343,6 +397,10 @@ def main() -> None:
     ap.add_argument("--slices-per-case", type=int, default=3)
     ap.add_argument("--spleen", action="store_true")
     ap.add_argument("--spleen-slices", type=int, default=8)
+    ap.add_argument("--chaos", type=int, default=0, metavar="PATIENTS",
+                    help="CHAOS test patients (shipped chaos-abdomen-mr-2d)")
+    ap.add_argument("--hc18", type=int, default=0, metavar="IMAGES",
+                    help="HC18 test images (shipped hc18-ultrasound-2d)")
     ap.add_argument("--interactions", type=int, default=10)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--params", default="{}", help="ScribbleParams fields as JSON")
@@ -367,6 +425,10 @@ def main() -> None:
                                           args.slices_per_case)))
     if args.spleen:
         groups.append(("spleen CT", spleen_case(args.spleen_slices)))
+    if args.chaos:
+        groups.append(("CHAOS MR", chaos_cases(args.chaos, args.slices_per_case)))
+    if args.hc18:
+        groups.append(("HC18 ultrasound", hc18_cases(args.hc18)))
     for title, cases in groups:
         res = evaluate(cases, params, args.interactions, methods)
         results[title] = res

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                            QLabel, QLineEdit, QPushButton, QSpinBox, QTableWidgetItem, QTabWidget,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+                            QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from .._progress import Progress
+from ._form import build_form
 from ._worker import JobRunner, ProgressPanel, notify_error, selection_table
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,21 @@ log = logging.getLogger(__name__)
 PRESETS = ("auto", "CT", "MR", "US", "unknown")
 COLUMNS = ("Description", "Modality", "Size", "Spacing (mm)", "Slices")
 AUTO_PIXEL_TEXT = "auto (CSV beside the images, else 1 mm)"
+
+
+@dataclass(frozen=True)
+class LoadParams:
+    """The form's options (built with :func:`~._form.build_form`); the file and the series are
+    picked above it."""
+
+    modality: Literal["auto", "CT", "MR", "US", "unknown"] = field(default="auto", metadata={
+        "label": "Modality", "tooltip": "auto: what the file says (DICOM tag, sidecar, "
+        "description, HU range, file name); or set it. It chooses the model."})
+    pixel_size_mm: Annotated[float, {"min": 0.0, "max": 100.0, "step": 0.01, "decimals": 4}] = \
+        field(default=0.0, metadata={"label": "Pixel size", "tooltip": "Pixel size of a 2D image "
+                                     "(PNG, JPEG, TIFF carry none); 0 = auto"})
+    volume: Annotated[int, {"min": -1, "max": 9999}] = field(default=-1, metadata={
+        "label": "4D volume", "tooltip": "Index of the volume to open from a 4D file"})
 
 
 @dataclass(frozen=True)
@@ -145,23 +160,15 @@ class LoadWidget(QWidget):
         self.table = selection_table(COLUMNS)
         self.table.itemSelectionChanged.connect(self._on_select)
 
-        self.preset_combo = QComboBox()
-        self.preset_combo.addItems(PRESETS)
-        self.preset_combo.setToolTip("auto: what the file says (DICOM tag, sidecar, description, "
-                                     "HU range, file name); or set it. It chooses the model.")
-        self.pixel_spin = QDoubleSpinBox()  # 2D images: pixel size in mm; 0 = auto
-        self.pixel_spin.setRange(0.0, 100.0)
-        self.pixel_spin.setDecimals(4)
-        self.pixel_spin.setSingleStep(0.01)
+        self.form = build_form(LoadParams, labels=True)
+        # Qt handles (scripts, tests); the special texts say what 0 / -1 mean
+        self.preset_combo = self.form.modality.native
+        self.pixel_spin = self.form.pixel_size_mm.native
         self.pixel_spin.setSuffix(" mm")
         self.pixel_spin.setSpecialValueText(AUTO_PIXEL_TEXT)
-        self.pixel_spin.setToolTip("Pixel size of a 2D image (PNG, JPEG, TIFF carry none)")
         self.pixel_spin.setEnabled(False)
-        self.volume_spin = QSpinBox()  # 4D files: which volume; -1 = not 4D
-        self.volume_spin.setRange(-1, 9999)
-        self.volume_spin.setValue(-1)
+        self.volume_spin = self.form.volume.native
         self.volume_spin.setSpecialValueText("(3D)")
-        self.volume_spin.setToolTip("Index of the volume to open from a 4D file")
         self.summary_label = QLabel("Pick a file or folder.")
         self.summary_label.setWordWrap(True)
         self.open_button = QPushButton("Open")
@@ -175,15 +182,11 @@ class LoadWidget(QWidget):
         row.addWidget(self.path_edit, 1)
         row.addWidget(self.file_button)
         row.addWidget(self.folder_button)
-        form = QFormLayout()
-        form.addRow("Modality", self.preset_combo)
-        form.addRow("Pixel size", self.pixel_spin)
-        form.addRow("4D volume", self.volume_spin)
         files = QWidget()
         lay = QVBoxLayout(files)
         lay.addLayout(row)
         lay.addWidget(self.table)
-        lay.addLayout(form)
+        lay.addWidget(self.form.native)
         lay.addWidget(self.summary_label)
         lay.addWidget(self.open_button)
         lay.addWidget(self.progress)

@@ -77,16 +77,19 @@ class SegmentWidget(QWidget):
         self.progress = ProgressPanel()
         self.info = InfoLine(self)
 
+        # one form layout: the pickers and the typed options' widgets (magicgui, from
+        # SegmentParams) line up in the same two columns
         form = QFormLayout()
         for label, w in (("image", self.image_combo), ("modality", self.modality_combo),
                          ("model", self.model_combo)):
             form.addRow(label, w)
+        for w in self.form:  # (a check box says its label itself)
+            form.addRow("" if type(w).__name__ == "CheckBox" else w.label, w.native)
         buttons = QHBoxLayout()
         buttons.addWidget(self.preview_button)
         buttons.addWidget(self.run_button)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        lay.addWidget(self.form.native)
         lay.addWidget(self.info_label)
         lay.addLayout(buttons)
         lay.addWidget(self.progress)

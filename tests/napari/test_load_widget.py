@@ -199,3 +199,33 @@ def test_2d_image_pixel_size_from_the_csv_or_the_field(make_napari_viewer, notes
     lab = viewer.layers["001_HC_mask.png"]
     assert type(lab).__name__ == "Labels"
     np.testing.assert_allclose(lab.scale, (0.125, 0.125))
+
+
+def test_options_form_is_built_from_load_params(make_napari_viewer, tmp_path):
+    """Issue 11: the Load options are a LoadParams form (magicgui): one row per field with the
+    field's label and default; the Qt handles scripts use are the form's own widgets, and
+    what they hold goes into the read job's LoadConfig."""
+    import dataclasses
+
+    from napari_attnseg.widgets.load import AUTO_PIXEL_TEXT, LoadParams
+
+    w = LoadWidget(make_napari_viewer())
+    names = [f.name for f in dataclasses.fields(LoadParams)]
+    assert [x.name for x in w.form] == names
+    assert [x.label for x in w.form] == ["Modality", "Pixel size", "4D volume"]
+    assert w.preset_combo is w.form.modality.native and w.pixel_spin is w.form.pixel_size_mm.native
+    assert [w.preset_combo.itemText(i) for i in range(w.preset_combo.count())] == \
+        ["auto", "CT", "MR", "US", "unknown"]
+    assert (w.form.modality.value, w.form.pixel_size_mm.value, w.form.volume.value) == \
+        ("auto", 0.0, -1)
+    assert w.pixel_spin.specialValueText() == AUTO_PIXEL_TEXT and w.pixel_spin.decimals() == 4
+    from PIL import Image
+
+    image = tmp_path / "scan.png"
+    Image.fromarray((np.arange(64 * 80).reshape(64, 80) % 251).astype(np.uint8)).save(image)
+    assert w.set_path(image, sync=True)
+    assert w.pixel_spin.isEnabled()  # a 2D image: the pixel size applies
+    w.form.pixel_size_mm.value = 0.25
+    w.form.modality.value = "US"
+    cfg = w.config()
+    assert cfg.preset == "US" and cfg.pixel_size_mm == pytest.approx(0.25)

@@ -411,6 +411,20 @@ def test_options_form_is_built_from_segment_params(widget):
     assert widget.config().overlap == pytest.approx(0.25)
 
 
+def test_pickers_and_options_line_up_in_one_form(widget, qtbot):
+    """Issue 11 (cosmetic, found by using it): the image / modality / model pickers and the
+    typed options are rows of one form, so every field starts at the same x."""
+    from qtpy.QtWidgets import QFormLayout
+
+    widget.show()
+    qtbot.waitExposed(widget)
+    form = widget.layout().itemAt(0).layout()
+    assert isinstance(form, QFormLayout) and form.rowCount() == 3 + len(list(widget.form))
+    fields = [form.itemAt(r, QFormLayout.ItemRole.FieldRole).widget() for r in range(form.rowCount())]
+    assert widget.overlap_spin in fields and widget.tta_check in fields
+    assert len({f.mapTo(widget, f.rect().topLeft()).x() for f in fields}) == 1
+
+
 def test_result_layers_carry_their_role_and_are_found_by_it_when_renamed(widget):
     """Issue 11: the Segment result layers say what they are (``metadata["attnseg"]["role"]``),
     so other widgets find them by role, whatever the user renamed them to."""
