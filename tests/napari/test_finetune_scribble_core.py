@@ -133,3 +133,30 @@ def test_cancel_stops_the_scribble_finetune(scene, qtbot):
     assert [e.version for e in ModelRegistry().versions("tiny")] == ["1"]
     assert w.result_label.text().startswith("Cancelled: nothing saved"), w.result_label.text()
     assert w.train_button.isEnabled()
+
+
+def test_a_gate_rejected_result_saves_nothing_and_activates_nothing(scene, qtbot):
+    """The core's gate holds the middle scribbled slice out and rejects a run that made the model
+    agree less with its correction. Here the held-out slice's strokes say "no disc here"
+    (background across the disc) while the other two say "disc": learning the disc makes the
+    model disagree with the held-out slice, so the gate keeps the base. The widget saves no
+    version, the active one stays, and the result line says why, in a real viewer."""
+    viewer, w, sw, scr, result, gt = scene
+    _strokes(scr, gt, [1, 4])
+    ys, xs = np.nonzero(gt[3])
+    for row in range(ys.min(), ys.max() + 1, 2):  # slice 3: the disc painted as background
+        _draw(scr, 3, np.full(xs.max() - xs.min() + 1, row), np.arange(xs.min(), xs.max() + 1), BG)
+    qtbot.wait(20)
+    assert not np.asarray(result.data)[3].any() and np.asarray(result.data)[[1, 4]].any()
+    w.scribble_overrides = dict(max_seconds=None, max_steps=80, num_threads=1, gate=True,
+                                gate_fraction=0.5, consistency=0.0, lr=1e-2)
+    runner = w.make_runner()
+    out = runner.run_sync()
+    assert runner.error is None, runner.error
+    assert not out.result.accepted and out.entry is None, out.result.note
+    assert [e.version for e in ModelRegistry().versions("tiny")] == ["1"]
+    assert ModelRegistry().active("tiny").version == "1"
+    text = w.result_label.text()
+    assert "not adapted" in text and "held-out scribbled slice 3" in text, text
+    assert "Nothing saved" in text and "previous version stays active" in text, text
+    assert "disc [attnseg] (v2)" not in viewer.layers
