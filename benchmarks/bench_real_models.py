@@ -61,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--postprocess", nargs="*", default=None, metavar="STEP",
                     help="replace the model's post-processing steps (none given: the plain argmax), "
                          "e.g. --postprocess largest_component_3d")
-    ap.add_argument("--tta", action="store_true", help="mirror test-time augmentation (as attnseg predict --tta)")
-    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                    help="inference precision (as attnseg predict --precision)")
+    ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                    help="mirror test-time augmentation on/off (default: the model's declared default, "
+                         "as attnseg predict)")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="inference precision (default auto, as attnseg predict --precision)")
     args = ap.parse_args(argv)
 
     import torch
@@ -92,12 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     config = PredictConfig(tta=args.tta, precision=args.precision)
     classes = [int(k) for k in model.spec.label_names if int(k) > 0]
     rows, check = [], None
+    rows_tta, rows_prec = [], []
     for n, e in enumerate(entries):
         image = read_volume(folder / e["image"])
         gt = np.asarray(read_volume(folder / e["label"]).data)
         t0 = time.perf_counter()
-        pred = predict(model, image, config).labels
+        res = predict(model, image, config)
+        pred = res.labels
         seconds = time.perf_counter() - t0
+        rows_tta.append(res.provenance.get("tta"))
+        rows_prec.append(res.provenance.get("precision"))
         scored = [c for c in classes if c in set(e.get("contoured", classes))] if "contoured" in e else classes
         per_class = {}
         for c in scored:
@@ -121,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                "test_subjects": test_subjects, "machine": cpu_name(),
                "threads": args.threads, "postprocess": list(model.spec.postprocess), "tta": args.tta,
                "precision": args.precision}
+    summary["ran"] = {"tta": rows_tta[0] if rows_tta else None, "precision": rows_prec[0] if rows_prec else None}
     mean, lo, hi = bootstrap_ci([r["mean_dice"] for r in rows])
     summary["mean_dice"] = [mean, lo, hi]
     for c in classes:

@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sliding-window overlap in [0, 1) (default 0.5)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="windows per batch (default: 1 on the CPU, 4 on a GPU)")
-    parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="mirror test-time augmentation on (--tta) or off (--no-tta); "
+                             "default: what the model declares (its card says why)")
     parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, mps")
     parser.add_argument("--precision", default="auto",
                         help="auto (default: bf16 on a CPU with native bf16, AMX or AVX512-BF16; "

@@ -67,7 +67,8 @@ class PredictConfig:
     #: windows per forward pass; None = 1 on the CPU (batching gains nothing there and adds
     #: stitching overhead) and 4 on GPUs.
     batch_size: int | None = None
-    tta: bool = False
+    #: mirror test-time augmentation; None: what the model declares (``ModelSpec.tta``)
+    tta: bool | None = None
     device: str = "auto"
     precision: str = "auto"  #: "auto": bf16 on a CPU with native bf16, else fp32 (device.py)
     modality: str | None = None  #: intensity preset override: "CT", "MR", "US" (None: auto)
@@ -82,6 +83,8 @@ class PredictConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", choose(self.window, WINDOWS, "window"))
         object.__setattr__(self, "backend", check_backend(self.backend))
+        if self.tta is not None and not isinstance(self.tta, bool):
+            raise ValueError(f"tta must be True, False or None (the model's default), got {self.tta!r}")
         if not 0.0 <= float(self.overlap) < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         object.__setattr__(self, "overlap", float(self.overlap))
@@ -334,6 +337,13 @@ def model_grid_shape(model: Any, volume: Volume) -> tuple[int, ...]:
     return shape
 
 
+def effective_tta(model: Any, config: PredictConfig) -> bool:
+    """Whether a run mirrors: the caller's ``config.tta``, else what the model declares."""
+    if config.tta is not None:
+        return bool(config.tta)
+    return bool(getattr(getattr(model, "spec", None), "tta", False))
+
+
 def plan_prediction(model: Any, volume: Volume | np.ndarray, config: PredictConfig | None = None,
                     one_patch_seconds: float | None = None,
                     device: torch.device | None = None) -> MemoryPlan:
@@ -348,8 +358,8 @@ def plan_prediction(model: Any, volume: Volume | np.ndarray, config: PredictConf
         model_grid_shape(model, volume), window_patch(model, model_grid_shape(model, volume), config),
         config.overlap,
         model_classes(model), config.batch_for(device), one_patch_seconds,
-        in_channels=model_in_channels(model), divisor=model_divisor(model), tta=config.tta,
-        device_type=device.type, device_free_bytes=free,
+        in_channels=model_in_channels(model), divisor=model_divisor(model),
+        tta=effective_tta(model, config), device_type=device.type, device_free_bytes=free,
     )
 
 
@@ -414,7 +424,7 @@ def _windows_with_oom_retry(net: torch.nn.Module, prep: _Prepared, model: Any,
                 overlap=config.overlap,
                 batch_size=batch, gaussian=True, num_classes=model_classes(model),
                 accumulate_device=acc_device, accumulator_dtype=acc_dtype, device=device,
-                divisor=model_divisor(model), tta=config.tta,
+                divisor=model_divisor(model), tta=effective_tta(model, config),
             ))
         except torch.cuda.OutOfMemoryError as exc:
             if device.type == "cuda":
@@ -457,7 +467,7 @@ def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig |
                                slice_axis(volume) if labels.ndim == 3 else 0)
     seconds = time.perf_counter() - t0
     extra = {"memory_plan": plan.decision, "backend": backend,
-             "precision": precision,
+             "precision": precision, "tta": effective_tta(model, config),
              **({"postprocess": list(steps)} if steps else {})}
     prov = _provenance(model, config, volume, intensity, device, plan.n_windows, seconds, extra)
     return Prediction(probs, labels, device_summary(device), plan.n_windows, seconds, prov)

@@ -207,7 +207,7 @@ def flip_uncertainty_job(model: Any, volume: Any, config: Any = None,
             if not -nd <= a < nd:
                 raise ValueError(f"flip axis {a} is out of range for a {nd}D volume")
     cfg = PredictConfig() if config is None else config
-    if getattr(cfg, "tta", False):
+    if getattr(cfg, "tta", None) is not False:  # (None would follow the model's default)
         cfg = replace(cfg, tta=False)
     volume = as_volume(model, volume)
     intensity = intensity_for(model, volume, cfg)  # same normalisation for every flip

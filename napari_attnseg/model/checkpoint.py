@@ -77,6 +77,9 @@ class ModelSpec:
     ``postprocess`` lists the steps applied to every foreground class of the predicted labels,
     per 2D slice (:data:`napari_attnseg.inference.postprocess.POSTPROCESS_STEPS`: e.g. one
     filled head fitted by an ellipse for the fetal-head model); empty: the argmax as it is.
+    ``tta``: run with mirror test-time augmentation unless the caller says otherwise
+    (``PredictConfig(tta=None)``, the default, follows it): declared where it was measured to
+    help on held-out data (the card says by how much and at what cost).
     """
 
     arch: UNetConfig
@@ -92,6 +95,7 @@ class ModelSpec:
     inplane_zoom: float = 1.0
     anatomy: str = ""
     postprocess: tuple[str, ...] = ()
+    tta: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, UNetConfig):
@@ -153,6 +157,8 @@ class ModelSpec:
             if unknown:
                 raise ValueError(f"unknown postprocess step(s) {unknown}; known: {', '.join(POSTPROCESS_STEPS)}")
         object.__setattr__(self, "postprocess", steps)
+        if not isinstance(self.tta, bool):
+            raise ValueError(f"tta must be true or false, got {self.tta!r}")
 
     @property
     def n_classes(self) -> int:
@@ -175,6 +181,7 @@ class ModelSpec:
             "inplane_zoom": self.inplane_zoom,
             "anatomy": self.anatomy,
             **({"postprocess": list(self.postprocess)} if self.postprocess else {}),
+            **({"tta": True} if self.tta else {}),
         }
 
     @classmethod

@@ -236,6 +236,9 @@ def _check_preprocessing(c: _Checker, config: dict[str, Any], dims: int, divisor
     unknown = [s for s in steps if s not in POSTPROCESS_STEPS]
     if unknown:
         raise c.fail("postprocess", f"has unknown steps {unknown} (known: {', '.join(POSTPROCESS_STEPS)})")
+    if not isinstance(config.get("tta", False), bool):
+        raise c.fail("tta", f"must be true or false (mirror test-time augmentation by default), "
+                            f"got {config['tta']!r}")
 
 
 def _check_normalization(c: _Checker, norm: Any) -> None:

@@ -88,7 +88,9 @@ class SegmentParams:
     overlap: Annotated[float, {"min": 0.0, "max": 0.9, "step": 0.05}] = field(
         default=0.5, metadata={"label": "overlap", "tooltip": "fraction by which neighbouring "
                                "windows overlap (blended)"})
-    tta: bool = field(default=False, metadata={"label": "mirror test-time augmentation"})
+    tta: Literal["model default", "on", "off"] = field(default="model default", metadata={
+        "label": "mirror TTA", "tooltip": "mirror test-time augmentation (4 flips of each slice "
+        "averaged: ~4x the time); 'model default': what the model declares (its card says why)"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"label": "device"})
     precision: Literal["auto", "fp32", "amp", "bf16"] = field(
         default="auto", metadata={"label": "precision", "tooltip": "auto: bf16 on a CPU with "
@@ -100,7 +102,9 @@ class SegmentParams:
                    "slice unless huge"})
 
     def options(self) -> SegmentOptions:
-        return SegmentOptions(**asdict(self))
+        kw = asdict(self)
+        kw["tta"] = {"on": True, "off": False}.get(self.tta)  # "model default": None
+        return SegmentOptions(**kw)
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ class SegmentOptions:
     torch-side :class:`~napari_attnseg.inference.predictor.PredictConfig` is built in the job)."""
 
     overlap: float = 0.5
-    tta: bool = False
+    tta: bool | None = None  #: None: the model's declared default
     device: str = "auto"
     precision: str = "auto"
     window: str = "auto"
@@ -126,7 +130,7 @@ class SegmentOptions:
 def plan_info(model: Any, volume: Any, options: SegmentOptions) -> tuple[str, bool]:
     """(info text, runnable) for the info line: windows, device, memory plan (compute thread)."""
     from ..inference.device import device_summary, select_device
-    from ..inference.predictor import plan_prediction
+    from ..inference.predictor import effective_tta, plan_prediction
 
     cfg = options.predict_config()
     device = select_device(cfg.device)
@@ -134,6 +138,9 @@ def plan_info(model: Any, volume: Any, options: SegmentOptions) -> tuple[str, bo
     if plan.decision == "refuse":
         return f"cannot run: {plan.message}", False
     text = f"{plan.message}. Device: {device_summary(device)}."
+    if effective_tta(model, cfg):
+        text += (" Mirror TTA on" + (" (the model's default)" if cfg.tta is None else "")
+                 + ": ~4x the time.")
     if device.type == "cpu":
         text += " Running on CPU: slower."
     return text, True

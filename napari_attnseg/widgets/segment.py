@@ -66,7 +66,7 @@ class SegmentWidget(QWidget):
         self.modality_combo.setToolTip("The image's modality: 'auto' takes what the file says "
                                        "(shown here); it chooses the model")
         self.form = build_form(SegmentParams, labels=True)  # the inference options
-        for name, attr in (("overlap", "overlap_spin"), ("tta", "tta_check"),
+        for name, attr in (("overlap", "overlap_spin"), ("tta", "tta_combo"),
                            ("device", "device_combo"), ("precision", "precision_combo"),
                            ("window", "window_combo")):
             setattr(self, attr, getattr(self.form, name).native)  # Qt handles (scripts, tests)
@@ -83,7 +83,7 @@ class SegmentWidget(QWidget):
         for label, w in (("image", self.image_combo), ("modality", self.modality_combo),
                          ("model", self.model_combo)):
             form.addRow(label, w)
-        for w in self.form:  # (a check box says its label itself)
+        for w in self.form:  # (a check box would say its label itself)
             form.addRow("" if type(w).__name__ == "CheckBox" else w.label, w.native)
         buttons = QHBoxLayout()
         buttons.addWidget(self.preview_button)

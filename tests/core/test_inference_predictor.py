@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,6 +172,43 @@ def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(tmp_path, monkeyp
         else:  # bf16 rounds the activations: close, not equal
             assert not np.array_equal(res.probabilities, fp32.probabilities)
             np.testing.assert_allclose(res.probabilities, fp32.probabilities, atol=0.05)
+
+
+def test_a_model_declares_its_tta_default_and_the_caller_overrides_it(tmp_path):
+    """ModelSpec.tta (config.json "tta": true) makes PredictConfig(tta=None), the default,
+    mirror; tta=False / True still decide; the provenance says which ran; a config whose
+    "tta" is not a boolean is refused by the loader's check, naming the entry."""
+    import json as _json
+
+    from napari_attnseg.errors import ModelError
+    from napari_attnseg.model.checkpoint import load_model as _load
+
+    model = tiny_model(tmp_path)
+    spec = dataclasses.replace(model.spec, tta=True)
+    assert spec.to_json_dict()["tta"] is True and "tta" not in model.spec.to_json_dict()
+    declared = dataclasses.replace(model, spec=spec)
+    vol = _volume((32, 32))
+    plain = predict(model, vol, PredictConfig(precision="fp32"))
+    mirrored = predict(model, vol, PredictConfig(precision="fp32", tta=True))
+    default = predict(declared, vol, PredictConfig(precision="fp32"))
+    off = predict(declared, vol, PredictConfig(precision="fp32", tta=False))
+    assert not np.allclose(plain.probabilities, mirrored.probabilities, atol=1e-6)
+    np.testing.assert_array_equal(default.probabilities, mirrored.probabilities)
+    np.testing.assert_array_equal(off.probabilities, plain.probabilities)
+    assert (plain.provenance["tta"], default.provenance["tta"], off.provenance["tta"]) == \
+        (False, True, False)
+    with pytest.raises(ValueError, match="tta"):
+        PredictConfig(tta="yes")
+    cfg_path = Path(model.folder) / "config.json"
+    d = _json.loads(cfg_path.read_text())
+    from napari_attnseg.model.config_check import CONFIG_HASH_KEY, config_hash
+
+    d["tta"] = "yes"
+    d.pop(CONFIG_HASH_KEY, None)
+    d[CONFIG_HASH_KEY] = config_hash(d)  # an intended edit, so the hash check passes
+    cfg_path.write_text(_json.dumps(d))
+    with pytest.raises(ModelError, match="'tta' must be true or false"):
+        _load(model.folder)
 
 
 def test_3d_model_reorients_resamples_and_returns_original_grid(tmp_path):

@@ -403,7 +403,8 @@ def test_options_form_is_built_from_segment_params(widget):
         ["auto", "cpu", "cuda"]
     widget.overlap_spin.setValue(0.25)
     widget.window_combo.setCurrentText("patch")
-    widget.tta_check.setChecked(True)
+    assert widget.options().tta is None  # "model default"
+    widget.tta_combo.setCurrentText("on")
     widget.form.precision.value = "bf16"
     o = widget.options()
     assert (o.overlap, o.window, o.tta, o.precision, o.modality) == (0.25, "patch", True,
@@ -421,7 +422,7 @@ def test_pickers_and_options_line_up_in_one_form(widget, qtbot):
     form = widget.layout().itemAt(0).layout()
     assert isinstance(form, QFormLayout) and form.rowCount() == 3 + len(list(widget.form))
     fields = [form.itemAt(r, QFormLayout.ItemRole.FieldRole).widget() for r in range(form.rowCount())]
-    assert widget.overlap_spin in fields and widget.tta_check in fields
+    assert widget.overlap_spin in fields and widget.tta_combo in fields
     assert len({f.mapTo(widget, f.rect().topLeft()).x() for f in fields}) == 1
 
 
