@@ -65,10 +65,11 @@ def test_torchscript_export_runs_without_the_package_at_another_size(tmp_path, m
 @pytest.fixture(scope="module")
 def both(model, onnx_file):
     from napari_attnseg.inference.onnx_backend import load_onnx_file
-    from napari_attnseg.inference.predictor import predict
+    from napari_attnseg.inference.predictor import PredictConfig, predict
 
-    vol = read_volume(CT)
-    return predict(model, vol), predict(load_onnx_file(onnx_file), vol)
+    vol = read_volume(CT)  # PyTorch in fp32, as ONNX Runtime runs (precision "auto" may be bf16)
+    return (predict(model, vol, PredictConfig(precision="fp32")),
+            predict(load_onnx_file(onnx_file), vol))
 
 
 def test_onnxruntime_agrees_with_torch_on_the_sample_ct(both):
