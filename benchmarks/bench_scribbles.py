@@ -208,7 +208,7 @@ def evaluate(cases, params: ScribbleParams, n: int, methods) -> dict:
         low = [c for c in curves if c[0] < 0.9]
         reach = [next((i for i, v in enumerate(c) if v >= 0.9), None) for c in low]
         hit = [r for r in reach if r is not None]
-        out[m] = {"n_slices": len(curves), "dice": {k: float(arr[:, k].mean()) for k in (0,) + STEPS},
+        out[m] = {"n_slices": len(curves), "dice": {k: float(arr[:, k].mean()) for k in (0,) + STEPS if k <= n},
                   "reached_0.9": f"{len(hit)}/{len(low)}",
                   "noc_0.9": float(np.mean([n if r is None else r for r in reach])) if low else None,
                   "mean_seconds_per_interaction": float(np.mean(times)) if times else 0.0}
@@ -223,8 +223,8 @@ def print_table(title: str, res: dict) -> None:
     for m, r in res.items():
         d = r["dice"]
         noc = r["noc_0.9"]
-        print(f"| {m} | {r['n_slices']} | {d[0]:.3f} | {d[1]:.3f} | {d[3]:.3f} | {d[5]:.3f} | "
-              f"{d[10]:.3f} | {r['reached_0.9']} | {'-' if noc is None else f'{noc:.1f}'} | "
+        cells = " | ".join(f"{d[k]:.3f}" if k in d else "-" for k in (0,) + STEPS)
+        print(f"| {m} | {r['n_slices']} | {cells} | {r['reached_0.9']} | {'-' if noc is None else f'{noc:.1f}'} | "
               f"{r['mean_seconds_per_interaction']:.3f} |")
 
 
