@@ -52,7 +52,8 @@ class LoadParams:
         field(default=0.0, metadata={"label": "Pixel size", "tooltip": "Pixel size of a 2D image "
                                      "(PNG, JPEG, TIFF carry none); 0 = auto"})
     volume: Annotated[int, {"min": -1, "max": 9999}] = field(default=-1, metadata={
-        "label": "4D volume", "tooltip": "Index of the volume to open from a 4D file"})
+        "label": "4D volume", "tooltip": "Index of the volume to open from a 4D file "
+        "(-1: the file is 3D)"})
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,7 @@ class LoadWidget(QWidget):
         self.pixel_spin.setSuffix(" mm")
         self.pixel_spin.setSpecialValueText(AUTO_PIXEL_TEXT)
         self.pixel_spin.setEnabled(False)
-        self.volume_spin = self.form.volume.native
-        self.volume_spin.setSpecialValueText("(3D)")
+        self.volume_spin = self.form.volume.native  # (superqt's spin box: no special text)
         self.summary_label = QLabel("Pick a file or folder.")
         self.summary_label.setWordWrap(True)
         self.open_button = QPushButton("Open")

@@ -213,6 +213,7 @@ def test_options_form_is_built_from_load_params(make_napari_viewer, tmp_path):
     names = [f.name for f in dataclasses.fields(LoadParams)]
     assert [x.name for x in w.form] == names
     assert [x.label for x in w.form] == ["Modality", "Pixel size", "4D volume"]
+    assert "-1: the file is 3D" in w.volume_spin.toolTip()
     assert w.preset_combo is w.form.modality.native and w.pixel_spin is w.form.pixel_size_mm.native
     assert [w.preset_combo.itemText(i) for i in range(w.preset_combo.count())] == \
         ["auto", "CT", "MR", "US", "unknown"]
