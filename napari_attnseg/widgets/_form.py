@@ -22,9 +22,10 @@ def _split(annotation: Any) -> tuple[Any, dict]:
     return annotation, {}
 
 
-def build_form(config_cls: type, **container_kwargs: Any) -> Any:
-    """A magicgui ``Container`` with one widget per field of ``config_cls`` (named as the field)."""
-    from magicgui.widgets import Container, create_widget
+def build_fields(config_cls: type) -> list:
+    """One magicgui widget per field of ``config_cls`` (named as the field), for a form of its
+    own (:func:`build_form`) or to put straight into another container (:class:`Fields`)."""
+    from magicgui.widgets import create_widget
 
     hints = typing.get_type_hints(config_cls, include_extras=True)
     widgets = []
@@ -44,7 +45,59 @@ def build_form(config_cls: type, **container_kwargs: Any) -> Any:
         if f.metadata.get("tooltip"):
             w.tooltip = f.metadata["tooltip"]
         widgets.append(w)
-    return Container(widgets=widgets, **container_kwargs)
+    return widgets
+
+
+def align_labels(container: Any) -> None:
+    """Give every row label of a magicgui ``Container`` the widest one's width, so the fields
+    start at one x; again each time the container is shown (magicgui sizes the labels before the
+    dock's style sheet sets their font, and a long label then pushes its field to the right)."""
+    from qtpy.QtCore import QEvent, QObject
+    from qtpy.QtWidgets import QLabel
+
+    def align() -> None:
+        layout = container.native.layout()
+        labels = []
+        for i in range(layout.count()):
+            row = layout.itemAt(i).widget()
+            inner = row.layout() if row is not None else None
+            first = inner.itemAt(0).widget() if inner is not None and inner.count() > 1 else None
+            if isinstance(first, QLabel) and first.text():
+                labels.append(first)
+        width = max((lab.sizeHint().width() for lab in labels), default=0)
+        for lab in labels:
+            lab.setMinimumWidth(width)
+
+    class _OnShow(QObject):
+        def eventFilter(self, obj: Any, event: Any) -> bool:
+            if event.type() == QEvent.Type.Show:
+                align()
+            return False
+
+    align()
+    container._align_filter = _OnShow(container.native)  # kept alive with the widget
+    container.native.installEventFilter(container._align_filter)
+
+
+def build_form(config_cls: type, **container_kwargs: Any) -> Any:
+    """A magicgui ``Container`` with one widget per field of ``config_cls`` (named as the field)."""
+    from magicgui.widgets import Container
+
+    return Container(widgets=build_fields(config_cls), **container_kwargs)
+
+
+class Fields:
+    """The widgets of :func:`build_fields` by field name (``fields.overlap.value``), for
+    :func:`read_form` / :func:`reset_form` when they sit in a container with other rows (one
+    container: its labels and fields line up, where a nested form would be indented)."""
+
+    def __init__(self, widgets: list) -> None:
+        self._widgets = list(widgets)
+        for w in self._widgets:
+            setattr(self, w.name, w)
+
+    def __iter__(self):
+        return iter(self._widgets)
 
 
 def read_form(form: Any, config_cls: type) -> Any:

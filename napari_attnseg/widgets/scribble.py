@@ -32,7 +32,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 
 from .._napari.layers import (META_KEY, derived_layer_kwargs, layer_label_names, layer_role,
                               layer_to_volume)
-from ._form import build_form, read_form
+from ._form import Fields, align_labels, build_fields, read_form
 from ._review import ReviewTracker, edited_slices
 from ._scribble_jobs import (
     BACKGROUND_VALUE, FROM_LABELS, PaintedVoxels, Request, fill_job, propagation_job, slice_job,
@@ -67,8 +67,9 @@ class ScribbleConfig:
     neighbours: Annotated[int, {"min": 1, "max": 50}] = field(
         default=2, metadata={"label": "Neighbouring slices"})
     confidence: Annotated[float, {"min": 0.51, "max": 0.99, "step": 0.01}] = field(
-        default=0.8, metadata={"label": "Confidence (labels input)",
-                               "tooltip": "probability given to the labels without probabilities"})
+        default=0.8, metadata={"label": "Labels confidence",
+                               "tooltip": "probability given to the labels when there are no "
+                                          "probabilities (input: a labels layer)"})
     update_on_stroke: bool = field(default=True, metadata={"label": "Update on every stroke"})
     overwrite_painted: bool = field(
         default=False, metadata={"label": "Overwrite painted voxels and reviewed slices"})
@@ -91,15 +92,16 @@ class ScribbleWidget(Container):
         self.result_combo = ComboBox(label="Labels to correct", choices=self._result_choices)
         self.probs_combo = ComboBox(label="Probabilities", choices=self._prob_choices)
         self.class_combo = ComboBox(label="Draw", choices=self._class_choices)
-        self.form = build_form(ScribbleConfig, labels=True)
+        self.form = Fields(build_fields(ScribbleConfig))  # rows of this container: aligned
         self.start_button = PushButton(text="Scribble on this scan")
         self.neighbours_button = PushButton(text="Apply to neighbouring slices")
         self.volume_button = PushButton(text="Apply to volume")
         self.fill_button = PushButton(text="Fill between slices")
         self.info = Label(value="")
         self.extend([self.image_combo, self.result_combo, self.probs_combo, self.start_button,
-                     self.class_combo, self.form, self.neighbours_button, self.volume_button,
+                     self.class_combo, *self.form, self.neighbours_button, self.volume_button,
                      self.fill_button, self.info])
+        align_labels(self)
         self.progress = ProgressPanel()
         self.native.layout().addWidget(self.progress)
         self.runner: JobRunner | None = None

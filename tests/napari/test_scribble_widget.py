@@ -171,3 +171,20 @@ def test_manifest_opens_the_widget(make_napari_viewer):
     dock, widget = viewer.window.add_plugin_dock_widget("napari-attnseg", "Correct with scribbles")
     assert isinstance(widget, ScribbleWidget)
     assert widget.result_combo.value is viewer.layers["scan [attnseg]"]
+
+
+def test_pickers_and_parameters_line_up(setup, qtbot):
+    """Issue 11 (found in the README's screenshot): the pickers and the ScribbleConfig fields are
+    rows of one container (no nested, indented form), and once shown in the dock every field
+    with a label starts at the same x; the fields still read back into a ScribbleConfig."""
+    from napari_attnseg.widgets.scribble import ScribbleConfig
+
+    viewer, w, *_ = setup
+    w.native.show()
+    qtbot.waitExposed(w.native)
+    rows = [x for x in w if type(x).__name__ not in ("PushButton", "Label", "CheckBox")]
+    assert {x.name for x in w.form} <= {x.name for x in w}  # the fields are this container's
+    xs = {x.native.mapTo(w.native, x.native.rect().topLeft()).x() for x in rows}
+    assert len(xs) == 1, xs
+    w.form.neighbours.value = 4
+    assert w.config() == ScribbleConfig(neighbours=4)
