@@ -48,22 +48,24 @@ def build_fields(config_cls: type) -> list:
     return widgets
 
 
-def align_labels(container: Any) -> None:
-    """Give every row label of a magicgui ``Container`` the widest one's width, so the fields
-    start at one x; again each time the container is shown (magicgui sizes the labels before the
+def align_labels(container: Any, *rows_of: Any) -> None:
+    """Give every row label of ``container`` (a magicgui ``Container``) and of the containers
+    ``rows_of`` (its sub-forms: pickers, options) the widest one's width, so their fields start
+    at one x; again each time ``container`` is shown (magicgui sizes the labels before the
     dock's style sheet sets their font, and a long label then pushes its field to the right)."""
     from qtpy.QtCore import QEvent, QObject
     from qtpy.QtWidgets import QLabel
 
     def align() -> None:
-        layout = container.native.layout()
         labels = []
-        for i in range(layout.count()):
-            row = layout.itemAt(i).widget()
-            inner = row.layout() if row is not None else None
-            first = inner.itemAt(0).widget() if inner is not None and inner.count() > 1 else None
-            if isinstance(first, QLabel) and first.text():
-                labels.append(first)
+        for c in (container, *rows_of):
+            layout = c.native.layout()
+            for i in range(layout.count()):
+                row = layout.itemAt(i).widget()
+                inner = row.layout() if row is not None else None
+                first = inner.itemAt(0).widget() if inner is not None and inner.count() > 1 else None
+                if isinstance(first, QLabel) and first.text():
+                    labels.append(first)
         width = max((lab.sizeHint().width() for lab in labels), default=0)
         for lab in labels:
             lab.setMinimumWidth(width)

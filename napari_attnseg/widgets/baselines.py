@@ -17,7 +17,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 from .._napari.layers import META_KEY, derived_layer_kwargs, layer_role, layer_to_volume
 from .._progress import Job
 from ..errors import GeometryError
-from ._form import build_form, read_form, reset_form
+from ._form import align_labels, build_form, read_form, reset_form
 from ._result_style import derived_style, upsert_styled_labels
 from ._worker import JobRunner, ProgressPanel, notify_error
 
@@ -111,6 +111,7 @@ class BaselinesWidget(Container):
         self.reset_button = PushButton(text="Reset to defaults")
         self.info = Label(value="")
         self.extend([self.pickers, self.form, self.reset_button, self.run_button, self.info])
+        align_labels(self, self.pickers, self.form)  # one column of fields
         self.progress = ProgressPanel()
         self.native.layout().addWidget(self.progress)
         self.message = self.progress.status  # one line for refusals, progress and results

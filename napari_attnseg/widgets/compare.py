@@ -28,7 +28,7 @@ from ._compare_job import (  # noqa: F401  (re-exported: the widget's public nam
 )
 from ._compare_form import HC_TOOLTIP, CompareParams, TruthPicker
 from ._compare_plot import HC_SUFFIX, ComparePlot, show_hc_layer
-from ._form import build_form, read_form
+from ._form import align_labels, build_form, read_form
 from ._results import inactive_additions
 from ._worker import JobRunner, ProgressPanel, notify_error, upsert_layer
 
@@ -73,6 +73,7 @@ class CompareWidget(Container):
         for qt in (self.progress, self.message, self.table, self.hc_text, self.plot):
             results.native.layout().addWidget(qt)
         self.extend([self.pickers, self.form, self.recompute_button, results, exports])
+        align_labels(self, self.pickers, self.form)  # one column of fields
         self.report = None
         self.result: CompareResult | None = None
         self.runner: JobRunner | None = None

@@ -21,7 +21,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 
 from .._napari.layers import (META_KEY, derived_layer_kwargs, layer_label_names, layer_role,
                               layer_to_volume)
-from ._form import build_form, read_form
+from ._form import align_labels, build_form, read_form
 from ._refine_jobs import (
     RefineParams, RefineRequest, autotune_job, class_probabilities, drop_broken_pool,
     labels_to_probabilities, preview_job, refine_volume_job, request_problems,
@@ -74,6 +74,7 @@ class RefineWidget(Container):
                                      self.autotune_button], layout="horizontal", labels=False)
         self.info = Label(value="")
         self.extend([self.pickers, self.form, self.reset_button, buttons, self.info])
+        align_labels(self, self.pickers, self.form)  # one column of fields
         self.progress = ProgressPanel()
         self.status = self.progress.status  # one line for progress and results (not twice)
         self.native.layout().addWidget(self.progress)
