@@ -405,7 +405,7 @@ def _network_on(model: Any, device: torch.device, config: PredictConfig) -> tupl
 def _windows_with_oom_retry(net: torch.nn.Module, prep: _Prepared, model: Any,
                             config: PredictConfig, device: torch.device,
                             plan: MemoryPlan) -> Job[np.ndarray]:
-    precision = resolve_precision(config.precision, device)
+    precision = config.precision  # resolved by predict_job ("auto" -> fp32 / bf16)
 
     def predict_fn(x: torch.Tensor) -> torch.Tensor:
         with autocast_context(device, precision):

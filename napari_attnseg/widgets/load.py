@@ -162,7 +162,7 @@ class LoadWidget(QWidget):
         self.table.itemSelectionChanged.connect(self._on_select)
 
         self.form = build_form(LoadParams, labels=True)
-        # Qt handles (scripts, tests); the special texts say what 0 / -1 mean
+        # Qt handles (scripts, tests); the pixel size's special text says what 0 means
         self.preset_combo = self.form.modality.native
         self.pixel_spin = self.form.pixel_size_mm.native
         self.pixel_spin.setSuffix(" mm")
