@@ -19,6 +19,7 @@ COMMANDS = {
     "evaluate": "Score a segmentation against ground truth",
     "baseline": "Run a traditional baseline (Otsu, region growing, active contours)",
     "finetune": "Fine-tune a model on corrected labels",
+    "pseudolabel": "Complete scribbles into dense pseudo-labels (random walker) for training",
     "train": "Train a model from a dataset folder (Decathlon / nnU-Net layout) or pairs",
     "benchmark": "Compare methods on a dataset with confidence intervals",
     "export": "Export a model as ONNX (.onnx) or TorchScript (.pt)",

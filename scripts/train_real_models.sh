@@ -8,6 +8,7 @@
 #   bash scripts/train_real_models.sh acdc-v2          # ACDC v2: from v1's weights, bf16, 9 000 steps
 #   bash scripts/train_real_models.sh openkbp-v2       # OpenKBP v2: from v1's weights, bf16, 12 000 steps
 #   bash scripts/train_real_models.sh acdc-scribbles   # ACDC from its real scribbles only (issue 13)
+#   bash scripts/train_real_models.sh acdc-pseudo      # ACDC from random-walker pseudo-labels of its scribbles
 #
 # The test patients of each dataset (napari_attnseg/benchmark/splits.py) are left out of the
 # training folder entirely: they are used neither for training nor for model selection. The
@@ -62,6 +63,20 @@ acdc-scribbles)
         --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 224 224 --batch-size 8 \
         --epochs ${ACDC_EPOCHS:-14} --steps-per-epoch 250 --max-seconds ${ACDC_SECONDS:-5400} --val-fraction 0.1 --patience 0 \
         --seed 0 --threads 2 -q
+    ;;
+acdc-pseudo)
+    subset acdc
+    # Issue 13 (a), session 9: the scribbles completed into dense pseudo-labels first (random
+    # walker per slice, confident pixels only: `attnseg pseudolabel`), then Dice + CE on them
+    # (255 = uncertain, no loss). Still no full mask anywhere: validation uses the validation
+    # patients' pseudo-labels. fp32 (this session's CPU has no native bf16), 1 thread beside a
+    # benchmark.
+    [ -f "$WORK/acdc_pseudo/pseudolabels.json" ] || "$ATTNSEG" pseudolabel "$WORK/acdc_train" -o "$WORK/acdc_pseudo" --ignore-label 4 -q
+    "$ATTNSEG" train "$WORK/acdc_train" -o "$WORK/acdc-pseudo-2d" --checkpoint-dir "$WORK/acdc-pseudo.ckpt" $RES \
+        --labels-dir "$WORK/acdc_pseudo" --ignore-label 255 --dice-weight 1 --pairwise-weight ${PAIRWISE:-0} \
+        --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 224 224 --batch-size 8 --precision ${PRECISION:-fp32} \
+        --epochs ${ACDC_EPOCHS:-10} --steps-per-epoch 250 --max-seconds ${ACDC_SECONDS:-6600} --val-fraction 0.1 --patience 0 \
+        --seed 0 --threads ${THREADS:-2} -q
     ;;
 chaos)
     subset chaos_mr_t2
@@ -118,5 +133,5 @@ d.pop(CONFIG_HASH_KEY, None); d[CONFIG_HASH_KEY] = config_hash(d)
 json.dump(d, open(p, 'w'), indent=2)" "$WORK/hc18-ultrasound-2d/config.json"
     ;;
 *)
-    echo "unknown model: $1 (acdc, acdc-v2, acdc-scribbles, chaos, openkbp, openkbp-v2, openkbp-v3, hc18)" >&2; exit 2 ;;
+    echo "unknown model: $1 (acdc, acdc-v2, acdc-scribbles, acdc-pseudo, chaos, openkbp, openkbp-v2, openkbp-v3, hc18)" >&2; exit 2 ;;
 esac

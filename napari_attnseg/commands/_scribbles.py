@@ -109,10 +109,14 @@ def scribble_constraints(args: argparse.Namespace, probs: np.ndarray,
 
 
 def sparse_train_options(args: argparse.Namespace) -> dict[str, float]:
-    """TrainConfig options for sparse labels: partial cross-entropy (no Dice term) and the
-    gated-CRF term."""
+    """TrainConfig options for sparse labels: partial cross-entropy (no Dice term unless
+    ``--dice-weight`` asks for one, as dense pseudo-labels do) and the gated-CRF term."""
     weight = getattr(args, "pairwise_weight", None)
+    dice = getattr(args, "dice_weight", None)
+    if dice is not None and not (np.isfinite(dice) and dice >= 0):
+        raise ValueError(f"--dice-weight must be a number >= 0, got {dice}")
     if getattr(args, "ignore_label", None) is None:
-        return {} if weight is None else {"pairwise_weight": weight}
-    return {"dice_weight": 0.0,
+        opts = {} if weight is None else {"pairwise_weight": weight}
+        return opts if dice is None else {**opts, "dice_weight": dice}
+    return {"dice_weight": 0.0 if dice is None else dice,
             "pairwise_weight": DEFAULT_PAIRWISE_WEIGHT if weight is None else weight}

@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairwise-weight", type=float, default=None,
                         help="weight of the gated-CRF term that spreads sparse labels along image edges "
                              f"(default {DEFAULT_PAIRWISE_WEIGHT} with --ignore-label, else 0)")
+    parser.add_argument("--dice-weight", type=float, default=None,
+                        help="weight of the Dice term (default 1, or 0 with --ignore-label: partial "
+                             "cross-entropy only); 1 for dense pseudo-labels (attnseg pseudolabel)")
     parser.add_argument("--init-model", default=None,
                         help="start from this model's weights (name, name@version or folder) instead of random "
                              "ones; its architecture and label names must match this run's")
