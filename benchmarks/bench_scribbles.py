@@ -7,6 +7,8 @@ largest error region of the slice, with the class the ground truth has there. Me
   model's probabilities + geodesic stroke evidence + hard constraints + dense CRF);
 * ``scribble-nogeo``: the same strokes, evidence only at the strokes (tau 0.5 mm): clamps + CRF;
 * ``scribble-nocrf``: geodesic evidence and clamps, the CRF's pairwise weights 0;
+* ``scribble-fullres``: ``scribble`` with the geodesic search always at full resolution
+  (``geodesic_max_pixels=0``; ``scribble`` coarsens windows over 512² px, e.g. HC18's images);
 * ``brush``: napari's brush along the same path, radius fitted to the region (<= 5 px).
 
 Prints mean slice Dice (mean over the foreground classes present) after 0, 1, 3, 5, 10
@@ -41,7 +43,7 @@ from napari_attnseg.interactive.simulate import next_brush, next_scribble, slice
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 STEPS = (1, 3, 5, 10)
-METHODS = ("scribble", "scribble-nogeo", "scribble-nocrf", "brush")
+METHODS = ("scribble", "scribble-nogeo", "scribble-nocrf", "scribble-fullres", "brush")
 
 
 def snapshot(ckpt: str, out: str) -> None:
@@ -167,6 +169,8 @@ def run_user(method: str, probs, image, norm, gt, spacing, params: ScribbleParam
     dice, secs = [slice_dice(pred, gt)], []
     if method == "scribble-nogeo":
         params = replace(params, tau_mm=0.5)
+    elif method == "scribble-fullres":
+        params = replace(params, geodesic_max_pixels=0)
     elif method == "scribble-nocrf":
         crf = params.crf_params()
         params = replace(params, crf=replace(crf, gaussian_weight=0.0, bilateral_weight=0.0))
@@ -402,7 +406,7 @@ def main() -> None:
     ap.add_argument("--hc18", type=int, default=0, metavar="IMAGES",
                     help="HC18 test images (shipped hc18-ultrasound-2d)")
     ap.add_argument("--interactions", type=int, default=10)
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default="scribble,scribble-nogeo,scribble-nocrf,brush")
     ap.add_argument("--params", default="{}", help="ScribbleParams fields as JSON")
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--carry", action="store_true", help="apply to volume / fill between on real volumes")

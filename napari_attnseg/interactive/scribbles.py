@@ -56,7 +56,11 @@ class ScribbleParams:
     that "apply to neighbouring slices" corrects; ``decay``: evidence factor per slice of
     distance when propagating; ``max_distance``: farthest slice a stroke is carried to;
     ``similarity``: largest intensity difference (0..1 normalized) for a stroke pixel to be
-    carried to another slice; ``crf``: dense-CRF parameters (None: the ``modality`` preset, 2D).
+    carried to another slice; ``crf``: dense-CRF parameters (None: the ``modality`` preset, 2D);
+    ``geodesic_max_pixels``: a geodesic search window larger than this many pixels (a large
+    slice with small pixels, e.g. a full-resolution ultrasound image) runs on a grid coarsened
+    by the smallest whole factor that fits, its distances read back by nearest neighbour (the
+    CRF and the hard constraints stay at full resolution); 0: never coarsen.
     """
 
     strength: float = 10.0
@@ -70,6 +74,7 @@ class ScribbleParams:
     similarity: float = 0.1
     crf: CRFParams | None = None
     modality: str = ""
+    geodesic_max_pixels: int = 512 * 512
 
     def __post_init__(self) -> None:
         for name in ("strength", "tau_mm"):
@@ -84,7 +89,7 @@ class ScribbleParams:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v < 1):
                 raise ValueError(f"scribble parameter {name} must be in (0, 1), got {v!r}")
-        for name in ("neighbours", "max_distance"):
+        for name in ("neighbours", "max_distance", "geodesic_max_pixels"):
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or v < 0:
                 raise ValueError(f"scribble parameter {name} must be an integer >= 0, got {v!r}")
@@ -172,11 +177,22 @@ def _window(seeds: np.ndarray, radius_px: Sequence[int], shape: tuple) -> tuple[
                  for i, r, n in zip(idx, radius_px, shape))
 
 
+def _coarsen(cost: np.ndarray, seeds: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """``cost`` averaged and ``seeds`` or-ed over ``f`` x ``f`` blocks (edges padded)."""
+    h, w = cost.shape
+    ph, pw = -h % f, -w % f
+    c = np.pad(cost, ((0, ph), (0, pw)), mode="edge")
+    s = np.pad(seeds, ((0, ph), (0, pw)))
+    shape = (c.shape[0] // f, f, c.shape[1] // f, f)
+    return c.reshape(shape).mean(axis=(1, 3)), s.reshape(shape).any(axis=(1, 3))
+
+
 def _geodesic(cost: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
-              max_mm: float | None) -> np.ndarray:
+              max_mm: float | None, max_pixels: int = 0) -> np.ndarray:
     """Geodesic distance (mm) from ``seeds`` over ``cost``; inf beyond ``max_mm`` (the search
     is restricted to the seeds' bounding box grown by ``max_mm``: the path cost is never less
-    than the path length, so nothing farther can be within ``max_mm``)."""
+    than the path length, so nothing farther can be within ``max_mm``). A window of more than
+    ``max_pixels`` pixels (0: no limit) is searched on a grid coarsened ``f`` times."""
     from skimage.graph import MCP_Geometric
 
     out = np.full(seeds.shape, np.inf)
@@ -186,10 +202,18 @@ def _geodesic(cost: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
         win = tuple(slice(0, n) for n in seeds.shape)
     else:
         win = _window(seeds, [int(math.ceil(max_mm / s)) + 1 for s in spacing], seeds.shape)
-    starts = np.argwhere(seeds[win])
-    mcp = MCP_Geometric(np.ascontiguousarray(cost[win]), fully_connected=True,
-                        sampling=tuple(float(s) for s in spacing))
-    dist, _ = mcp.find_costs(starts)
+    c, sd = np.ascontiguousarray(cost[win]), seeds[win]
+    f = 1
+    if max_pixels and c.size > max_pixels:
+        f = int(math.ceil(math.sqrt(c.size / max_pixels)))
+        c, sd = _coarsen(c, sd, f)
+    mcp = MCP_Geometric(np.ascontiguousarray(c), fully_connected=True,
+                        sampling=tuple(float(s) * f for s in spacing))
+    dist, _ = mcp.find_costs(np.argwhere(sd))
+    if f > 1:
+        h, w = cost[win].shape
+        dist = np.repeat(np.repeat(dist, f, axis=0), f, axis=1)[:h, :w]
+        dist[seeds[win]] = 0.0
     out[win] = dist
     if max_mm is not None:
         out[out > max_mm] = np.inf
@@ -233,7 +257,7 @@ def _evidence(cost: tuple[np.ndarray, np.ndarray], strokes: np.ndarray, spacing:
         gmax = np.zeros(strokes.shape, np.float32)
     for c in np.unique(strokes[strokes != ignore]):
         seeds = _seeds(strokes, int(c), smooth, params.contrast)
-        d = _geodesic(cost_map, seeds, spacing, params.reach_mm)
+        d = _geodesic(cost_map, seeds, spacing, params.reach_mm, params.geodesic_max_pixels)
         g = np.exp(-d / params.tau_mm).astype(np.float32)
         boost[int(c)] += np.float32(weight * params.strength) * g
         np.maximum(gmax, g, out=gmax)

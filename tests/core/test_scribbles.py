@@ -92,6 +92,40 @@ def test_geodesic_distance_follows_edges():
     assert d2[20, 18] == pytest.approx(16.0, abs=0.5)
 
 
+def test_a_large_slice_searches_a_coarser_grid_with_the_same_correction():
+    """A slice with more pixels than ``geodesic_max_pixels`` (here the scene at 384 x 384 with
+    0.25 mm pixels, against a limit of 96 x 96) runs the geodesic search on a grid coarsened 4x:
+    the distances still stay small inside the stroke's region and grow across its edge, and the
+    corrected labels are nearly those of the full-resolution search; strokes stay hard
+    constraints."""
+    from napari_attnseg.interactive.scribbles import _coarsen, _cost, _geodesic
+
+    _, gt, wrong, _ = scene()
+    up = lambda a: np.repeat(np.repeat(a, 4, axis=0), 4, axis=1)  # noqa: E731
+    gt4, wrong4 = up(gt), up(wrong)
+    rng = np.random.default_rng(0)
+    img4 = (0.1 + 0.45 * (gt4 == 1) + 0.9 * (gt4 == 2) + 0.04 * rng.standard_normal(gt4.shape)).astype(np.float32)
+    probs4 = probabilities_from_labels(wrong4, 3, confidence=0.9)
+    scr = np.full(gt4.shape, IGNORE, np.uint8)
+    scr[190:194, 170:220] = 2                      # across the missed half of the disk
+    seeds = scr == 2
+    cost, _ = _cost(img4 * 255.0, (0.25, 0.25), 100.0, 1.0)
+    for limit in (0, 96 * 96):
+        d = _geodesic(cost, seeds, (0.25, 0.25), None, limit)
+        assert (d[seeds] == 0).all() and np.isfinite(d).all()
+        assert np.median(d[gt4 == 1]) > 2.5 * np.median(d[(gt4 == 2) & ~seeds])
+    c, s = _coarsen(cost[:383, :383], seeds[:383, :383], 4)  # ragged edges are padded
+    assert c.shape == (96, 96) and s.sum() == 2 * 13
+    exact = correct_slice(probs4, img4, scr, (0.25, 0.25), ScribbleParams(tau_mm=5.0, geodesic_max_pixels=0))
+    fast = correct_slice(probs4, img4, scr, (0.25, 0.25), ScribbleParams(tau_mm=5.0, geodesic_max_pixels=96 * 96))
+    assert slice_dice(fast.labels, gt4) > slice_dice(wrong4, gt4) + 0.1
+    assert slice_dice(fast.labels, gt4) > slice_dice(exact.labels, gt4) - 0.02
+    assert (fast.labels == exact.labels).mean() > 0.99
+    assert (fast.labels[seeds] == 2).all()
+    with pytest.raises(ValueError, match="geodesic_max_pixels"):
+        ScribbleParams(geodesic_max_pixels=-1)
+
+
 def test_bad_inputs_are_rejected():
     img, gt, wrong, probs = scene()
     scr = np.full(gt.shape, IGNORE, np.uint8)
