@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=os.environ.get("ATTNSEG_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="score only the first N test volumes")
+    ap.add_argument("--subjects", default="test", choices=("test", "validation"),
+                    help="the held-out test patients (default), or the model's own validation patients "
+                         "(its provenance's val_cases: for choosing a post-processing step without the test set)")
     ap.add_argument("--json", default=None, help="write per-volume results and the summary here")
     ap.add_argument("--postprocess", nargs="*", default=None, metavar="STEP",
                     help="replace the model's post-processing steps (none given: the plain argmax), "
@@ -83,10 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _, test_subjects = split_subjects(folder)
     meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+    model = load_model(ModelRegistry().resolve(args.model))
+    if args.subjects == "validation":
+        test_subjects = [str(s) for s in (model.spec.provenance or {}).get("val_cases", [])]
+        if not test_subjects:
+            print(f"{args.model} records no validation patients (provenance val_cases)")
+            return 2
+        print(f"scoring the model's {len(test_subjects)} validation patients: {' '.join(test_subjects)}")
     entries = [e for e in meta["training"] if subject_of(case_of(e)) in set(test_subjects)]
     if args.limit:
         entries = entries[: args.limit]
-    model = load_model(ModelRegistry().resolve(args.model))
     if args.postprocess is not None:
         import dataclasses
 

@@ -163,6 +163,20 @@ def test_cardiac_mr_model_card_states_non_commercial_terms_and_test_scores():
     assert not set(test["subjects"]) & set(config["provenance"]["train_cases"] + config["provenance"]["val_cases"])
 
 
+def test_cardiac_mr_v3_is_v2s_weights_with_its_step_and_meets_the_target():
+    v2, v3 = SHIPPED_ROOT / "acdc-cardiac-mr-2d" / "2", SHIPPED_ROOT / "acdc-cardiac-mr-2d" / "3"
+    assert (v2 / "weights.pt").read_bytes() == (v3 / "weights.pt").read_bytes()
+    config = json.loads((v3 / "config.json").read_text(encoding="utf-8"))
+    assert config["tta"] is True and config["postprocess"] == ["largest_component_3d"]
+    test = config["provenance"]["test"]
+    assert test["n_volumes"] == 32 and test["postprocess"] == ["largest_component_3d"]
+    assert test["mean_dice"][0] >= 0.90
+    assert not set(test["test_subjects"]) & set(config["provenance"]["train_cases"] + config["provenance"]["val_cases"])
+    card = (v3 / "README.md").read_text(encoding="utf-8")
+    assert "non-commercial" in card.lower() and "validation patients" in card and "will not work" in card.lower()
+    assert ModelRegistry(root=ROOT / "does-not-exist").get("acdc-cardiac-mr-2d").version == "3"
+
+
 @pytest.mark.shared_data
 def test_cardiac_mr_model_segments_a_held_out_acdc_patient_and_ignores_intensity_scale():
     model, image, labels, gt = _held_out_case("acdc", "patient003_frame01.nii.gz", "acdc-cardiac-mr-2d")
