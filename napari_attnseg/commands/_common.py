@@ -5,6 +5,7 @@ any work, and the output checks (:func:`napari_attnseg.io.outputs.check_outputs`
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import logging
 import math
 import sys
@@ -64,6 +65,17 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (a volume index)."""
     return _whole_number(text, 0, "0 or more")
+
+
+def real_number(text: str, ok: Callable[[float], bool], expected: str) -> float:
+    """argparse type helper: a finite number for which ``ok`` holds, else "expected ...". """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
 
 
 def add_input_options(parser: argparse.ArgumentParser, prefix: str = "",

@@ -32,13 +32,9 @@ def _label_value(text: str) -> int:
 
 
 def _weight(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from exc
-    if not (np.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
+    from ._common import real_number
+
+    return real_number(text, lambda v: v >= 0, "a number >= 0")
 
 
 def add_refine_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,29 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import positive_int
+from ._common import positive_int, real_number
 
 logger = logging.getLogger(__name__)
 
 
 def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from exc
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return v
+    return real_number(text, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from exc
-    if not (np.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
+    return real_number(text, lambda v: v > 0, "a positive number")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
