@@ -78,12 +78,12 @@ def read_scribbles(path: str | Path, image: Any, n_classes: int, ignore: int) ->
         data = data.astype(np.int64)
     elif data.dtype.kind not in "biu":
         raise ReadError(p, f"the scribbles have voxels of type {data.dtype}, not whole numbers")
-    drawn = data != ignore
-    bad = sorted({int(v) for v in np.unique(data[drawn])} - set(range(n_classes)))
+    from ..interactive.scribbles import stray_values, stray_values_message
+
+    bad = stray_values(data, n_classes, ignore)
     if bad:
-        raise ReadError(p, f"the scribbles hold values {bad[:5]} that are neither a class "
-                           f"(0..{n_classes - 1}) nor the ignore value {ignore} (--ignore-label)")
-    if not drawn.any():
+        raise ReadError(p, "the scribbles " + stray_values_message(bad, n_classes, ignore) + " (--ignore-label)")
+    if not (data != ignore).any():
         raise ReadError(p, f"the scribbles hold no stroke: every voxel is the ignore value {ignore}")
     return data
 

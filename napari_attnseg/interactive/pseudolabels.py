@@ -89,11 +89,11 @@ def _check(image: Any, scribbles: Any, n_classes: int, ignore: int, out_ignore: 
         raise ValueError(f"pseudo-labels need at least 2 classes, got {n_classes}")
     if 0 <= out_ignore < n_classes:
         raise ValueError(f"the output's ignore value {out_ignore} is a class (0..{n_classes - 1})")
-    drawn = scr != ignore
-    bad = sorted({int(v) for v in np.unique(scr[drawn])} - set(range(n_classes)))
+    from .scribbles import stray_values, stray_values_message
+
+    bad = stray_values(scr, n_classes, ignore)
     if bad:
-        raise ValueError(f"scribbles hold values {bad[:5]} that are neither a class "
-                         f"(0..{n_classes - 1}) nor the ignore value {ignore}")
+        raise ValueError("scribbles " + stray_values_message(bad, n_classes, ignore))
     return img, scr
 
 

@@ -37,7 +37,8 @@ from ..crf.dense_crf import CRFParams, default_params, normalize_intensity
 
 __all__ = [
     "IGNORE", "ScribbleParams", "SliceCorrection", "apply_scribbles", "correct_slice",
-    "enforce_scribbles", "geodesic_distance", "probabilities_from_labels",
+    "enforce_scribbles", "geodesic_distance", "probabilities_from_labels", "stray_values",
+    "stray_values_message",
 ]
 
 #: The "not scribbled" value of a scribble array (the CLI's ``--ignore-label`` default).
@@ -142,19 +143,30 @@ def probabilities_from_labels(labels: Any, n_classes: int, confidence: float = 0
     return probs
 
 
+def stray_values(labels: Any, n_classes: int, ignore: int | None) -> list[int]:
+    """The values of sparse ``labels`` (scribbles, pseudo-labels) that are neither a class
+    ``0..n_classes-1`` nor ``ignore``, sorted (empty: the labels are fine). The one check every
+    entry point uses (CLI, reader, widget, core)."""
+    arr = np.asarray(labels)
+    values = np.unique(arr if ignore is None else arr[arr != ignore])
+    return [int(v) for v in values if not 0 <= v < n_classes]
+
+
+def stray_values_message(bad: Sequence[int], n_classes: int, ignore: int | None) -> str:
+    """``hold values [...] that are neither a class (0..C-1) nor the ignore value I``."""
+    tail = "" if ignore is None else f" nor the ignore value {ignore}"
+    return f"hold values {list(bad)[:5]} that are neither a class (0..{n_classes - 1}){tail}"
+
+
 def _check_scribbles(scribbles: Any, shape: tuple, n_classes: int, ignore: int) -> np.ndarray:
     s = np.asarray(scribbles)
     if s.shape != tuple(shape):
         raise ValueError(f"scribbles have shape {s.shape} but the image has {tuple(shape)}")
     if s.dtype.kind not in "biu":
         raise ValueError(f"scribbles must be integers, got dtype {s.dtype}")
-    drawn = s != ignore
-    if drawn.any():
-        vals = np.unique(s[drawn])
-        bad = [int(v) for v in vals if not 0 <= v < n_classes]
-        if bad:
-            raise ValueError(f"scribbles hold values {bad[:5]} that are neither a class "
-                             f"(0..{n_classes - 1}) nor the ignore value {ignore}")
+    bad = stray_values(s, n_classes, ignore)
+    if bad:
+        raise ValueError("scribbles " + stray_values_message(bad, n_classes, ignore))
     return s
 
 

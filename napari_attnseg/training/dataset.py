@@ -443,11 +443,11 @@ def read_decathlon(folder: str | Path, labels_dir: str = "labelsTr",
             image = Volume(**{**image.__dict__, "modality": modality})
         labels = _read_nifti(lab, labels=True)
         if ignore_label is not None:
-            data = np.asarray(labels.data)
-            bad = np.setdiff1d(np.unique(data[data != ignore_label]), np.arange(len(label_names)))
-            if bad.size:
-                raise ReadError(lab, f"holds values {bad.tolist()} that are neither labels 0..{len(label_names) - 1} "
-                                     f"nor the ignore value {ignore_label}")
+            from ..interactive.scribbles import stray_values, stray_values_message
+
+            bad = stray_values(labels.data, len(label_names), ignore_label)
+            if bad:
+                raise ReadError(lab, stray_values_message(bad, len(label_names), ignore_label).replace("hold ", "holds ", 1))
         labels, reviewed = sparse_labels(labels, None, ignore_label, lab)
         pairs.append(TrainingPair(image, labels, reviewed, subjects.get(case) or subject_of(case), known.get(case)))
     if not pairs:

@@ -161,6 +161,7 @@ def prepare_targets(base: Any, image: Any, scribbles: Any, config: ScribbleFinet
     (default: the base model's on each slice); ``params``: the ScribbleParams of the correction.
     """
     from ..interactive import IGNORE, ScribbleParams, correct_slice, enforce_scribbles
+    from ..interactive.scribbles import stray_values, stray_values_message
     from .dataset import _normalize
     from .scribble_batches import boundary_band
 
@@ -184,9 +185,9 @@ def prepare_targets(base: Any, image: Any, scribbles: Any, config: ScribbleFinet
         raw, scr, images = raw[None], scr[None], images[None]
     n_classes = base.spec.arch.out_channels
     drawn = scr != ignore
-    if drawn.any() and (scr[drawn].min() < 0 or scr[drawn].max() >= n_classes):
-        raise ValueError(f"scribbles hold values outside the model's classes 0..{n_classes - 1} "
-                         f"(and the ignore value {ignore})")
+    bad = stray_values(scr, n_classes, ignore)
+    if bad:
+        raise ValueError("scribbles " + stray_values_message(bad, n_classes, ignore))
     slices = [int(z) for z in np.flatnonzero(drawn.reshape(drawn.shape[0], -1).any(axis=1))]
     if not slices:
         raise ValueError("no scribbles: draw strokes on some slices first")

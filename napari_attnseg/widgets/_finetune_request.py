@@ -179,11 +179,12 @@ def scribble_pair(image_layer: Any, layer: Any, n_classes: int | None = None) ->
     """The TrainingPair of a scribbles layer: labels 0 where nothing is drawn and the strokes'
     voxel mask as the reviewed mask (``training.dataset.sparse_labels``, as the CLI)."""
     from ..interactive import IGNORE
+    from ..interactive.scribbles import stray_values
     from ..training.dataset import TrainingPair, sparse_labels
 
     core = to_core_scribbles(np.asarray(layer.data))
     if n_classes is not None:
-        bad = sorted({int(v) for v in np.unique(core[core != IGNORE])} - set(range(n_classes)))
+        bad = stray_values(core, n_classes, IGNORE)
         if bad:
             raise ValueError(f"'{layer.name}' holds stroke values {bad[:5]} that are no class of the "
                              f"base model (0..{n_classes - 1})")

@@ -102,7 +102,7 @@ def test_targets_dense_from_the_correction_or_strokes_only():
     assert np.array_equal(c.labels[[1, 4]], gt[[1, 4]])
     with pytest.raises(ValueError, match="no scribbles"):
         scribble_finetune_job(base, img, np.full(gt.shape, IGNORE, np.uint8))
-    with pytest.raises(ValueError, match="classes"):
+    with pytest.raises(ValueError, match="neither a class"):
         prepare_targets(base, img, np.where(drawn, 3, IGNORE).astype(np.uint8))
 
 
