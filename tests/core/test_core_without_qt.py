@@ -19,6 +19,8 @@ CORE_MODULES = [
     "napari_attnseg.metrics",
     "napari_attnseg.baselines",
     "napari_attnseg.training.loop",
+    "napari_attnseg.interactive.pseudolabels",
+    "napari_attnseg.commands.pseudolabel",
     "napari_attnseg.cli",
 ]
 
