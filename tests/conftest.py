@@ -24,6 +24,23 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def train_job_spy(monkeypatch):
+    """What ``attnseg train`` hands the training loop, the run itself unchanged: after a run,
+    ``seen["pairs"]`` (training + validation pairs) and ``seen["config"]`` (its TrainConfig)."""
+    import napari_attnseg.training.loop as loop
+
+    seen: dict = {}
+    real = loop.train_job
+
+    def spy(network, spec, train_pairs, val_pairs, config, *args, **kwargs):
+        seen.update(pairs=list(train_pairs) + list(val_pairs), config=config)
+        return real(network, spec, train_pairs, val_pairs, config, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_job", spy)
+    return seen
+
+
 @pytest.fixture(autouse=True)
 def _isolated_model_registry(tmp_path_factory, monkeypatch):
     """Tests never write to the user's model registry or cache folder (ONNX exports, DICOMweb)."""

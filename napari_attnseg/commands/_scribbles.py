@@ -82,7 +82,7 @@ def read_scribbles(path: str | Path, image: Any, n_classes: int, ignore: int) ->
 
     bad = stray_values(data, n_classes, ignore)
     if bad:
-        raise ReadError(p, "the scribbles " + stray_values_message(bad, n_classes, ignore) + " (--ignore-label)")
+        raise ReadError(p, "the scribbles hold " + stray_values_message(bad, n_classes, ignore) + " (--ignore-label)")
     if not (data != ignore).any():
         raise ReadError(p, f"the scribbles hold no stroke: every voxel is the ignore value {ignore}")
     return data

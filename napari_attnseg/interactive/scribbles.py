@@ -153,9 +153,10 @@ def stray_values(labels: Any, n_classes: int, ignore: int | None) -> list[int]:
 
 
 def stray_values_message(bad: Sequence[int], n_classes: int, ignore: int | None) -> str:
-    """``hold values [...] that are neither a class (0..C-1) nor the ignore value I``."""
+    """``values [...] that are neither a class (0..C-1) nor the ignore value I`` (the caller
+    says what holds them)."""
     tail = "" if ignore is None else f" nor the ignore value {ignore}"
-    return f"hold values {list(bad)[:5]} that are neither a class (0..{n_classes - 1}){tail}"
+    return f"values {list(bad)[:5]} that are neither a class (0..{n_classes - 1}){tail}"
 
 
 def _check_scribbles(scribbles: Any, shape: tuple, n_classes: int, ignore: int) -> np.ndarray:
@@ -166,7 +167,7 @@ def _check_scribbles(scribbles: Any, shape: tuple, n_classes: int, ignore: int) 
         raise ValueError(f"scribbles must be integers, got dtype {s.dtype}")
     bad = stray_values(s, n_classes, ignore)
     if bad:
-        raise ValueError("scribbles " + stray_values_message(bad, n_classes, ignore))
+        raise ValueError("scribbles hold " + stray_values_message(bad, n_classes, ignore))
     return s
 
 

@@ -447,7 +447,7 @@ def read_decathlon(folder: str | Path, labels_dir: str = "labelsTr",
 
             bad = stray_values(labels.data, len(label_names), ignore_label)
             if bad:
-                raise ReadError(lab, stray_values_message(bad, len(label_names), ignore_label).replace("hold ", "holds ", 1))
+                raise ReadError(lab, "holds " + stray_values_message(bad, len(label_names), ignore_label))
         labels, reviewed = sparse_labels(labels, None, ignore_label, lab)
         pairs.append(TrainingPair(image, labels, reviewed, subjects.get(case) or subject_of(case), known.get(case)))
     if not pairs:

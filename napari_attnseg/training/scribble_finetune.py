@@ -187,7 +187,7 @@ def prepare_targets(base: Any, image: Any, scribbles: Any, config: ScribbleFinet
     drawn = scr != ignore
     bad = stray_values(scr, n_classes, ignore)
     if bad:
-        raise ValueError("scribbles " + stray_values_message(bad, n_classes, ignore))
+        raise ValueError("scribbles hold " + stray_values_message(bad, n_classes, ignore))
     slices = [int(z) for z in np.flatnonzero(drawn.reshape(drawn.shape[0], -1).any(axis=1))]
     if not slices:
         raise ValueError("no scribbles: draw strokes on some slices first")

@@ -118,9 +118,7 @@ def _dataset(root: Path) -> Path:
     return root
 
 
-def test_pseudolabel_cli_writes_dense_labels_that_train_with_a_dice_term(tmp_path, monkeypatch):
-    import napari_attnseg.training.loop as loop
-
+def test_pseudolabel_cli_writes_dense_labels_that_train_with_a_dice_term(tmp_path, train_job_spy):
     root = _dataset(tmp_path / "Rings")
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
     out = tmp_path / "pseudo"
@@ -143,14 +141,7 @@ def test_pseudolabel_cli_writes_dense_labels_that_train_with_a_dice_term(tmp_pat
     assert main(["pseudolabel", str(root), "-o", str(tmp_path / "p2"), "--ignore-label", "4",
                  "--out-ignore", "1", "-q"]) == 2
 
-    seen = {}
-    real = loop.train_job
-
-    def spy(network, spec, train_pairs, val_pairs, config, *args, **kwargs):
-        seen.update(pairs=list(train_pairs) + list(val_pairs), config=config)
-        return real(network, spec, train_pairs, val_pairs, config, *args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_job", spy)
+    seen = train_job_spy
     assert main(["train", str(root), "-o", str(tmp_path / "m"), "--labels-dir", str(out.resolve()),
                  "--ignore-label", "255", "--dice-weight", "1", "--pairwise-weight", "0",
                  "--channels", "4", "8", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",

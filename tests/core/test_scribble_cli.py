@@ -135,11 +135,10 @@ def test_finetune_ignore_label_trains_on_the_strokes_only(tmp_path, monkeypatch)
                  "--base", "tiny", "--ignore-label", "255", "-q"]) == 2
 
 
-def test_train_from_scribbles_folder(tmp_path, monkeypatch):
+def test_train_from_scribbles_folder(tmp_path, train_job_spy):
     """``attnseg train --labels-dir scribblesTr --ignore-label 4``: pairs hold the strokes as the
     reviewed voxels (the ignore value becomes 0), the loss is partial CE + the gated-CRF term,
     the model records its labels; a bad scribble value and a missing folder are clear errors."""
-    import napari_attnseg.training.loop as loop
     from napari_attnseg.benchmark.splits import write_subset
     from napari_attnseg.model.checkpoint import load_model
 
@@ -165,14 +164,7 @@ def test_train_from_scribbles_folder(tmp_path, monkeypatch):
     # the training subset of the benchmark's split keeps the scribbles beside the labels
     sub = write_subset(root, tmp_path / "sub", ["case0", "case1"])
     assert sorted(p.name for p in (sub / "scribblesTr").iterdir()) == ["case0.nii.gz", "case1.nii.gz"]
-    seen = {}
-    real = loop.train_job
-
-    def spy(network, spec, train_pairs, val_pairs, config, *args, **kwargs):
-        seen.update(pairs=list(train_pairs) + list(val_pairs), config=config)
-        return real(network, spec, train_pairs, val_pairs, config, *args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_job", spy)
+    seen = train_job_spy
     common = ["--channels", "4", "8", "16", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
               "--patch-size", "16", "16", "--threads", "1", "--val-fraction", "0.34", "-q"]
     assert main(["train", str(root), "-o", str(tmp_path / "m"), "--labels-dir", "scribblesTr",
