@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 #: post-processing steps a model config may list (applied by inference.postprocess)
 POSTPROCESS_STEPS = ("largest_component", "fill_holes", "ellipse", "largest_component_3d")
+#: most neighbouring slices on each side a 2.5D model may take as extra input channels
+MAX_CONTEXT_SLICES = 8
 
 
 def choose(value: str, valid: Iterable[str], what: str = "option") -> str:

@@ -7,6 +7,7 @@
 #   bash scripts/train_real_models.sh openkbp|chaos|hc18
 #   bash scripts/train_real_models.sh acdc-v2          # ACDC v2: from v1's weights, bf16, 9 000 steps
 #   bash scripts/train_real_models.sh openkbp-v2       # OpenKBP v2: from v1's weights, bf16, 12 000 steps
+#   bash scripts/train_real_models.sh openkbp-25d      # OpenKBP 2.5D (2 neighbouring slices a side), from v2
 #   bash scripts/train_real_models.sh acdc-scribbles   # ACDC from its real scribbles only (issue 13)
 #   bash scripts/train_real_models.sh acdc-pseudo      # ACDC from random-walker pseudo-labels of its scribbles
 #
@@ -114,6 +115,18 @@ openkbp-v3)
         --epochs ${OPENKBP_EPOCHS:-18} --steps-per-epoch 250 --max-seconds ${OPENKBP_SECONDS:-6000} --val-fraction 0.1 --patience 0 \
         --seed 0 --threads 2 -q
     ;;
+openkbp-25d)
+    # session 10: 2.5D, the slice and 2 neighbours on each side (+-5 mm at 2.5 mm slices) as
+    # input channels; from v2's weights (its kernel on the middle channel, the neighbours at 0,
+    # so it starts as v2), an annealed schedule that fits the budget; fp32 (no native bf16 on
+    # this session's CPU: PRECISION=bf16 where there is).
+    subset openkbp_ct
+    "$ATTNSEG" train "$WORK/openkbp_ct_train" -o "$WORK/openkbp-headneck-ct-2d-25d" --checkpoint-dir "$WORK/openkbp-25d.ckpt" $RES \
+        --init-model openkbp-headneck-ct-2d@2 --context-slices 2 --precision ${PRECISION:-fp32} --lr 3e-4 \
+        --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 128 128 --batch-size 16 --no-mirror \
+        --epochs ${OPENKBP_EPOCHS:-18} --steps-per-epoch 250 --max-seconds ${OPENKBP_SECONDS:-5700} --val-fraction 0.1 --patience 0 \
+        --seed 0 --threads ${THREADS:-2} -q
+    ;;
 hc18)
     # HC18 at 1/2 resolution (800x540 -> 400x270 px; v1 ran at 1/4), the benchmark's training
     # subjects only (its test subjects are left out of the folder); 10 % validate.
@@ -133,5 +146,5 @@ d.pop(CONFIG_HASH_KEY, None); d[CONFIG_HASH_KEY] = config_hash(d)
 json.dump(d, open(p, 'w'), indent=2)" "$WORK/hc18-ultrasound-2d/config.json"
     ;;
 *)
-    echo "unknown model: $1 (acdc, acdc-v2, acdc-scribbles, acdc-pseudo, chaos, openkbp, openkbp-v2, openkbp-v3, hc18)" >&2; exit 2 ;;
+    echo "unknown model: $1 (acdc, acdc-v2, acdc-scribbles, acdc-pseudo, chaos, openkbp, openkbp-v2, openkbp-v3, openkbp-25d, hc18)" >&2; exit 2 ;;
 esac

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spatial-dims", type=int, choices=(2, 3), default=2, help="2D (slices) or 3D (patches)")
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 128, 256],
                         help="feature maps per resolution level (default 16 32 64 128 256)")
+    parser.add_argument("--context-slices", type=int, default=0, metavar="K",
+                        help="2.5D (2D models): also give the network K neighbouring slices on each side "
+                             "as input channels (default 0: the slice alone)")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--steps-per-epoch", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=8, help="global batch size")
@@ -57,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cross-entropy only); 1 for dense pseudo-labels (attnseg pseudolabel)")
     parser.add_argument("--init-model", default=None,
                         help="start from this model's weights (name, name@version or folder) instead of random "
-                             "ones; its architecture and label names must match this run's")
+                             "ones; its architecture and label names must match this run's (a 2D model of "
+                             "one slice may start a --context-slices run: the neighbours begin at weight 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--checkpoint-dir", default=None, help="where checkpoints go (default: beside the output)")
@@ -151,14 +155,38 @@ def _init_weights(network, ref: str, arch, label_names) -> str:
     from ..model.registry import ModelRegistry
 
     loaded = load_model(ModelRegistry().resolve(ref))
-    if loaded.spec.arch != arch:
+    inflate = (loaded.spec.arch.in_channels == 1 and arch.in_channels > 1 and arch.spatial_dims == 2
+               and dataclasses.replace(loaded.spec.arch, in_channels=arch.in_channels) == arch)
+    if loaded.spec.arch != arch and not inflate:
         raise ModelError(f"--init-model {ref}: its architecture {loaded.spec.arch} differs from this run's {arch}")
     if _label_keys(loaded.spec.label_names) != _label_keys(label_names):
         raise ModelError(f"--init-model {ref}: its labels {dict(loaded.spec.label_names)} differ from the "
                          f"dataset's {dict(label_names)}")
-    network.load_state_dict(loaded.network.state_dict())
-    logger.info("starting from the weights of %s", loaded.model_id)
+    state = loaded.network.state_dict()
+    if inflate:
+        state = inflated_state(state, network.state_dict())
+        logger.info("starting from the weights of %s, the neighbouring slices at weight 0", loaded.model_id)
+    else:
+        logger.info("starting from the weights of %s", loaded.model_id)
+    network.load_state_dict(state)
     return loaded.model_id
+
+
+def inflated_state(state: dict, target: dict) -> dict:
+    """A one-slice 2D network's weights for a 2.5D network of the same architecture: every input
+    convolution's kernel goes to the middle channel, the neighbours' start at 0, so the
+    network first computes exactly what the one-slice model did."""
+    out = dict(state)
+    for key, want in target.items():
+        have = state[key]
+        if have.shape == want.shape:
+            continue
+        if have.ndim != want.ndim or have.shape[1] != 1 or have.shape[:1] + have.shape[2:] != want.shape[:1] + want.shape[2:]:
+            raise ValueError(f"cannot inflate {key}: {tuple(have.shape)} -> {tuple(want.shape)}")
+        w = want.new_zeros(want.shape)
+        w[:, want.shape[1] // 2] = have[:, 0]
+        out[key] = w
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,13 +213,20 @@ def run(args: argparse.Namespace) -> int:
                                ignore_label=args.ignore_label)
     dims = args.spatial_dims
     patch = tuple(args.patch_size or ((256, 256) if dims == 2 else (96, 96, 96)))
-    arch = UNetConfig(spatial_dims=dims, in_channels=1, out_channels=len(info.label_names),
+    from .._options import MAX_CONTEXT_SLICES
+
+    context = int(args.context_slices)
+    if not 0 <= context <= MAX_CONTEXT_SLICES:
+        raise ValueError(f"--context-slices must be in 0..{MAX_CONTEXT_SLICES}, got {context}")
+    if context and dims != 2:
+        raise ValueError("--context-slices applies to 2D models (--spatial-dims 2) only")
+    arch = UNetConfig(spatial_dims=dims, in_channels=2 * context + 1, out_channels=len(info.label_names),
                       channels=tuple(args.channels), attention=not args.no_attention,
                       deep_supervision=not args.no_deep_supervision)
     modality = info.modality or ""
     spec = ModelSpec(arch=arch, label_names=info.label_names, modality=modality,
                      normalization={"preset": modality} if modality else {}, patch_size=patch,
-                     name=args.name or Path(args.output).name)
+                     name=args.name or Path(args.output).name, context_slices=context)
     config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, max_seconds=args.max_seconds,
                          batch_size=args.batch_size, lr=args.lr, patch_size=patch, augment=not args.no_augment,
                          mirror=not args.no_mirror,

@@ -49,6 +49,7 @@ from .preprocess import (
     resampled_shape,
     resolve_preset,
     reoriented_spacing,
+    stack_context,
     to_canonical,
 )
 from .sliding_window import count_windows, labels_from_probabilities, sliding_window_job
@@ -143,6 +144,11 @@ def model_in_channels(model: Any) -> int:
     return int(cfg.in_channels) if cfg is not None else 1
 
 
+def model_context(model: Any) -> int:
+    """Neighbouring slices a side a 2.5D model also sees (``spec.context_slices``; 0: none)."""
+    return int(getattr(getattr(model, "spec", None), "context_slices", 0) or 0)
+
+
 def model_classes(model: Any) -> int:
     cfg = _net_config(model)
     if cfg is not None:
@@ -201,7 +207,7 @@ def as_volume(model: Any, image: Volume | np.ndarray) -> Volume:
     cin = model_in_channels(model)
     label = model_label(model)
     shape = tuple(np.shape(image.data if isinstance(image, Volume) else image))
-    if cin != 1:
+    if cin != 2 * model_context(model) + 1:  # a 2.5D model's extra channels are neighbours
         raise ModelError(
             f"model '{label}' expects {cin} input channels (e.g. several MR contrasts stacked) "
             f"but the image {shape} has 1 channel; this version segments single-channel images: "
@@ -280,10 +286,11 @@ def _prepare(model: Any, volume: Volume, intensity: IntensityParams) -> _Prepare
         if not reo2.is_identity:
             data = np.ascontiguousarray(to_canonical(data, reo2))
         zoomed = _inplane_shape(model, data.shape)
-        if zoomed != data.shape:  # the model works at another in-plane resolution
-            return _Prepared(_resize_inplane(data, zoomed)[None], reo2, data.shape, True,
-                             intensity, slicewise=True)
-        return _Prepared(data[None], reo2, data.shape, False, intensity, slicewise=True)
+        resized = zoomed != data.shape  # the model works at another in-plane resolution
+        net_in = _resize_inplane(data, zoomed) if resized else data
+        # (C, *grid): the slice alone, or with its neighbours as channels (2.5D)
+        net_in = stack_context(net_in, model_context(model)) if model_context(model) else net_in[None]
+        return _Prepared(net_in, reo2, data.shape, resized, intensity, slicewise=True)
     reo = canonical_reorientation(volume.direction)
     spacing = reoriented_spacing(volume.spacing, reo)
     if not reo.is_identity:
@@ -528,11 +535,11 @@ def predict_slice(model: Any, volume: Volume | np.ndarray, index: int,
     if not 0 <= index < volume.shape[0]:
         raise ValueError(f"slice index {index} is outside 0..{volume.shape[0] - 1} (axis "
                          f"{perm[0]} of {stored_shape}, the axial one)")
-    if model_dims(model) == 2:
+    if model_dims(model) == 2 and not model_context(model):
         sub = slice_volume(volume, index)
         keep = None
-    else:
-        half = int(math.ceil(max(model_patch(model)) / 2))
+    else:  # a slab around the slice: a 3D model's patch, a 2.5D model's neighbours
+        half = model_context(model) if model_dims(model) == 2 else int(math.ceil(max(model_patch(model)) / 2))
         z0, z1 = max(0, index - half), min(volume.shape[0], index + half + 1)
         d = np.asarray(volume.direction)
         origin = np.asarray(volume.origin) + d[:, 0] * volume.spacing[0] * z0

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .._options import choose
+from .._options import MAX_CONTEXT_SLICES, choose
 
 logger = logging.getLogger(__name__)
 
@@ -218,3 +218,25 @@ def resample(data: np.ndarray, out_shape: Sequence[int], order: int = 1,
             ndimage.zoom(c, zoom, order=order, mode="nearest", grid_mode=False) for c in arr
         ])
     return ndimage.zoom(arr, zoom, order=order, mode="nearest", grid_mode=False)
+
+
+def stack_context(data: np.ndarray, k: int) -> np.ndarray:
+    """2.5D input: ``data`` (Z, H, W) -> (2k + 1, Z, H, W) float32, channel ``c`` of slice ``z``
+    holding slice ``z + c - k`` (clamped to the volume: the end slices repeat). A single 2D
+    image (H, W) -> (2k + 1, H, W), every channel the image. ``k = 0`` adds the channel axis.
+
+    Training (``prepare_pairs``), whole-volume inference, the current-slice preview and the
+    scribble fine-tune all build their input here, so they see the same neighbours."""
+    data = np.asarray(data, dtype=np.float32)
+    k = int(k)
+    if not 0 <= k <= MAX_CONTEXT_SLICES:
+        raise ValueError(f"context_slices must be in 0..{MAX_CONTEXT_SLICES}, got {k}")
+    if data.ndim == 2:
+        return np.ascontiguousarray(np.broadcast_to(data, (2 * k + 1,) + data.shape))
+    if data.ndim != 3:
+        raise ValueError(f"2.5D input needs (z, y, x) slices or one (y, x) image, got shape {data.shape}")
+    if k == 0:
+        return data[None]
+    z = np.arange(data.shape[0])
+    index = np.clip(z[None, :] + np.arange(-k, k + 1)[:, None], 0, data.shape[0] - 1)
+    return np.ascontiguousarray(data[index])

@@ -80,6 +80,10 @@ class ModelSpec:
     ``tta``: run with mirror test-time augmentation unless the caller says otherwise
     (``PredictConfig(tta=None)``, the default, follows it): declared where it was measured to
     help on held-out data (the card says by how much and at what cost).
+    ``context_slices`` (2D models, "2.5D"): the network also sees this many neighbouring slices
+    on each side of the one it segments, as extra input channels
+    (``arch.in_channels = 2 * context_slices + 1``; built by
+    :func:`napari_attnseg.inference.preprocess.stack_context`); 0: the slice alone.
     """
 
     arch: UNetConfig
@@ -96,6 +100,7 @@ class ModelSpec:
     anatomy: str = ""
     postprocess: tuple[str, ...] = ()
     tta: bool = False
+    context_slices: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, UNetConfig):
@@ -159,6 +164,16 @@ class ModelSpec:
         object.__setattr__(self, "postprocess", steps)
         if not isinstance(self.tta, bool):
             raise ValueError(f"tta must be true or false, got {self.tta!r}")
+        from .._options import MAX_CONTEXT_SLICES
+
+        k = self.context_slices
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= MAX_CONTEXT_SLICES:
+            raise ValueError(f"context_slices must be an integer in 0..{MAX_CONTEXT_SLICES}, got {k!r}")
+        if k and dims != 2:
+            raise ValueError(f"context_slices applies to 2D models only (this one is {dims}D)")
+        if k and self.arch.in_channels != 2 * k + 1:
+            raise ValueError(f"context_slices {k} needs arch.in_channels = {2 * k + 1} (the slice and {k} "
+                             f"neighbours on each side), got {self.arch.in_channels}")
 
     @property
     def n_classes(self) -> int:
@@ -182,6 +197,7 @@ class ModelSpec:
             "anatomy": self.anatomy,
             **({"postprocess": list(self.postprocess)} if self.postprocess else {}),
             **({"tta": True} if self.tta else {}),
+            **({"context_slices": self.context_slices} if self.context_slices else {}),
         }
 
     @classmethod

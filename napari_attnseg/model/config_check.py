@@ -239,6 +239,15 @@ def _check_preprocessing(c: _Checker, config: dict[str, Any], dims: int, divisor
     if not isinstance(config.get("tta", False), bool):
         raise c.fail("tta", f"must be true or false (mirror test-time augmentation by default), "
                             f"got {config['tta']!r}")
+    from .._options import MAX_CONTEXT_SLICES
+
+    k = c.integer("context_slices", config.get("context_slices", 0), 0, MAX_CONTEXT_SLICES)
+    if k and dims != 2:
+        raise c.fail("context_slices", f"applies to 2D models only (this one is {dims}D)")
+    cin = config.get("arch", {}).get("in_channels", 1)
+    if k and cin != 2 * k + 1:
+        raise c.fail("context_slices", f"{k} needs arch.in_channels = {2 * k + 1} (the slice and {k} "
+                                       f"neighbours on each side), got {cin}")
 
 
 def _check_normalization(c: _Checker, norm: Any) -> None:

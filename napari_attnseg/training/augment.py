@@ -59,9 +59,11 @@ def _starts(shape: Sequence[int], patch: Sequence[int], rng: np.random.Generator
 
 
 def _plain_crop(arr: np.ndarray, starts: Sequence[int], patch: Sequence[int], fill) -> np.ndarray:
-    out = np.full(tuple(patch), fill, dtype=arr.dtype)
-    src, dst = [], []
-    for st, p, s in zip(starts, patch, arr.shape):
+    """Crop the last ``len(patch)`` axes (leading axes, e.g. channels, kept whole)."""
+    lead = arr.ndim - len(patch)
+    out = np.full(arr.shape[:lead] + tuple(patch), fill, dtype=arr.dtype)
+    src, dst = [slice(None)] * lead, [slice(None)] * lead
+    for st, p, s in zip(starts, patch, arr.shape[lead:]):
         a, b = max(st, 0), min(st + p, s)
         src.append(slice(a, b))
         dst.append(slice(a - st, b - st))
@@ -106,10 +108,15 @@ def random_crop(image: np.ndarray, labels: np.ndarray, mask: np.ndarray, patch: 
 
     The crop starts at random (or around ``centre``); inputs smaller than the patch are padded
     (image 0, mask False). With ``augment``, the spatial and intensity augmentations run too.
+    An ``image`` with one axis more than ``labels`` (channels first, e.g. a 2.5D stack) gets
+    the same spatial transform on every channel.
     """
     patch = tuple(int(p) for p in patch)
-    nd = image.ndim
-    starts = _starts(image.shape, patch, rng, centre)
+    nd = labels.ndim
+    lead = image.ndim - nd  # 1: a channel axis
+    if lead not in (0, 1) or image.shape[lead:] != labels.shape:
+        raise ValueError(f"image {image.shape} and labels {labels.shape} do not match")
+    starts = _starts(labels.shape, patch, rng, centre)
     do_rot, do_scale, do_elastic = (bool(augment and rng.random() < p)
                                     for p in (params.p_rotate, params.p_scale, params.p_elastic))
     spatial = do_rot or do_scale or do_elastic
@@ -135,20 +142,26 @@ def random_crop(image: np.ndarray, labels: np.ndarray, mask: np.ndarray, patch: 
             for i, f in enumerate(_elastic_field(patch, rng, params.elastic_magnitude)):
                 coords[i] += f
         coords += centre_f.reshape((nd,) + (1,) * nd)
-        img = ndimage.map_coordinates(image.astype(np.float32, copy=False), coords, order=1, mode="nearest")
+        src = image.astype(np.float32, copy=False)
+        if lead:
+            img = np.stack([ndimage.map_coordinates(ch, coords, order=1, mode="nearest") for ch in src])
+        else:
+            img = ndimage.map_coordinates(src, coords, order=1, mode="nearest")
         # labels and mask in one nearest-neighbour pass: code = 2 * label + mask (0 outside)
         code = labels.astype(np.int64) * 2 + mask
         code = ndimage.map_coordinates(code, coords, order=0, mode="constant", cval=0)
         lab, msk = code >> 1, (code & 1) > 0
-        inside = np.all([(coords[i] > -0.5) & (coords[i] < image.shape[i] - 0.5) for i in range(nd)], axis=0)
+        inside = np.all([(coords[i] > -0.5) & (coords[i] < labels.shape[i] - 0.5) for i in range(nd)], axis=0)
         msk &= inside
     if augment:
         for ax in range(nd):
             if rng.random() < params.p_flip:
-                img, lab, msk = (np.flip(x, ax) for x in (img, lab, msk))
+                img = np.flip(img, ax + lead)
+                lab, msk = (np.flip(x, ax) for x in (lab, msk))
         if patch[-1] == patch[-2] and rng.random() < params.p_rot90:
             k = int(rng.integers(1, 4))
-            img, lab, msk = (np.rot90(x, k, axes=(nd - 2, nd - 1)) for x in (img, lab, msk))
+            img = np.rot90(img, k, axes=(img.ndim - 2, img.ndim - 1))
+            lab, msk = (np.rot90(x, k, axes=(nd - 2, nd - 1)) for x in (lab, msk))
         img = augment_intensity(img, rng, params)
     return (np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(lab, dtype=np.int64),
             np.ascontiguousarray(msk, dtype=bool))

@@ -177,7 +177,8 @@ def data_hash(pair: TrainingPair) -> str:
 @dataclass
 class PreparedItem:
     """One training unit on the model's grid: a 2D slice or a 3D volume (float32 image,
-    int64 labels, bool mask of trainable voxels), never aliasing the user's arrays."""
+    int64 labels, bool mask of trainable voxels), never aliasing the user's arrays. A 2.5D
+    model's image has a leading channel axis (2k + 1, H, W): the slice and its neighbours."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -230,8 +231,10 @@ def prepare_pairs(pairs: Sequence[TrainingPair], spec: Any, n_classes: int) -> l
         image = _normalize(pair.image, spec)
         name = pair.image.source or pair.group or ""
         if dims == 2:
+            context = int(getattr(spec, "context_slices", 0) or 0)
             if image.ndim == 2:
-                items.append(PreparedItem(image, labels, mask, name))
+                items.append(PreparedItem(pp.stack_context(image, context) if context else image,
+                                          labels, mask, name))
                 continue
             # the slices inference cuts (axial for a patient volume, whatever the storage
             # order: a PSR or LIP file is transposed to world order, as the predictor does)
@@ -239,8 +242,11 @@ def prepare_pairs(pairs: Sequence[TrainingPair], spec: Any, n_classes: int) -> l
             if perm != (0, 1, 2):
                 image, labels, mask = (np.transpose(a, perm) for a in (image, labels, mask))
             cut = "axial " if perm != (0, 1, 2) else ""
+            # 2.5D: each item's image is (2k + 1, H, W), the slice and its neighbours
+            stack = pp.stack_context(image, context) if context else None
             for s in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
-                items.append(PreparedItem(np.ascontiguousarray(image[s]), np.ascontiguousarray(labels[s]),
+                img = stack[:, s] if stack is not None else image[s]
+                items.append(PreparedItem(np.ascontiguousarray(img), np.ascontiguousarray(labels[s]),
                                           np.ascontiguousarray(mask[s]), f"{name}[{cut}{s}]"))
             continue
         if image.ndim != 3:
@@ -288,7 +294,7 @@ class BatchSampler:
         # mirror=False: no flips / 90-degree rotations (classes that name a side, e.g. the left
         # and right kidney, would otherwise be taught on mirrored anatomy)
         self.params = DEFAULT if mirror else dataclasses.replace(DEFAULT, p_flip=0.0, p_rot90=0.0)
-        nd = self.items[0].image.ndim
+        nd = self.items[0].labels.ndim  # images may have a channel axis more (2.5D)
         if len(self.patch) != nd:
             raise ValueError(f"patch_size {self.patch} has {len(self.patch)} axes but the training data is {nd}D")
         # weight items by their number of trainable voxels
@@ -300,12 +306,15 @@ class BatchSampler:
         return rng.integers(0, 2**63 - 1, size=batch_size, dtype=np.int64)
 
     def build(self, seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Images (B, 1, *patch) float32, labels (B, *patch) int64, mask (B, *patch) bool."""
+        """Images (B, C, *patch) float32 (C = 1, or 2k + 1 for 2.5D items), labels (B, *patch)
+        int64, mask (B, *patch) bool."""
         from .augment import random_crop
 
         out = [self._one(int(s), random_crop) for s in seeds]
-        return (np.stack([o[0] for o in out])[:, None], np.stack([o[1] for o in out]),
-                np.stack([o[2] for o in out]))
+        images = np.stack([o[0] for o in out])
+        if images.ndim == len(self.patch) + 1:
+            images = images[:, None]
+        return images, np.stack([o[1] for o in out]), np.stack([o[2] for o in out])
 
     def _one(self, seed: int, random_crop) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)

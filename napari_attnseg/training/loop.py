@@ -161,9 +161,11 @@ def _cpu_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in network.state_dict().items()}
 
 
-def _pad_to(arr: np.ndarray, divisor: int, fill: Any) -> tuple[np.ndarray, tuple[slice, ...]]:
-    pads = [(0, (-s) % divisor) for s in arr.shape]
-    crop = tuple(slice(0, s) for s in arr.shape)
+def _pad_to(arr: np.ndarray, divisor: int, fill: Any, lead: int = 0) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Pad the spatial axes (after ``lead`` leading ones) up to multiples of ``divisor``; the
+    crop back (spatial axes only)."""
+    pads = [(0, 0)] * lead + [(0, (-s) % divisor) for s in arr.shape[lead:]]
+    crop = tuple(slice(0, s) for s in arr.shape[lead:])
     if any(p[1] for p in pads):
         arr = np.pad(arr, pads, constant_values=fill)
     return arr, crop
@@ -194,7 +196,8 @@ def evaluate_dice(network: torch.nn.Module, items: Sequence[PreparedItem], n_cla
     try:
         with torch.no_grad():
             for it in items:
-                big3d = it.image.ndim == 3 and patch_size is not None and it.image.size > 4 * int(np.prod(patch_size))
+                chan = it.image.ndim > it.labels.ndim  # a 2.5D item: (2k + 1, H, W)
+                big3d = it.labels.ndim == 3 and patch_size is not None and it.labels.size > 4 * int(np.prod(patch_size))
                 if big3d:
                     from ..inference.sliding_window import sliding_window_job
 
@@ -202,12 +205,13 @@ def evaluate_dice(network: torch.nn.Module, items: Sequence[PreparedItem], n_cla
                         with _autocast(precision, device):
                             return network(x).float()
 
-                    probs = drain(sliding_window_job(fn_, it.image[None], patch_size, overlap=0.25, batch_size=2,
+                    probs = drain(sliding_window_job(fn_, it.image if chan else it.image[None], patch_size,
+                                                     overlap=0.25, batch_size=2,
                                                      num_classes=n_classes, device=device, divisor=divisor))
                     pred = probs.argmax(0)
                 else:
-                    img, crop = _pad_to(it.image, divisor, 0.0)
-                    x = torch.from_numpy(np.ascontiguousarray(img))[None, None].to(device)
+                    img, crop = _pad_to(it.image, divisor, 0.0, lead=1 if chan else 0)
+                    x = torch.from_numpy(np.ascontiguousarray(img if chan else img[None]))[None].to(device)
                     with _autocast(precision, device):
                         out = network(x)
                     pred = out.float().argmax(1)[0].cpu().numpy()[crop]

@@ -223,6 +223,9 @@ class DiceCELoss(torch.nn.Module):
                                  "mask, image=x)")
             probs = torch.softmax(outputs[0].float(), dim=1)
             img = image.float()
+            if img.shape[1] > 1:  # a 2.5D stack: the edges of the slice being segmented (the middle)
+                mid = img.shape[1] // 2
+                img = img[:, mid:mid + 1]
             if self.pairwise_downsample > 1 and min(probs.shape[-2:]) >= 8 * self.pairwise_downsample:
                 # at half resolution (as Tang et al.): 4x cheaper, the gradient still reaches the output
                 size = tuple(probs.shape[2:-2]) + tuple(n // self.pairwise_downsample for n in probs.shape[-2:])

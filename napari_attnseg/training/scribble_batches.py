@@ -46,7 +46,7 @@ class Sampler:
 
         self.t, self.cfg = t, config
         if config.patch_size is None:  # whole slices (the targets are dense everywhere)
-            self.patch = tuple(max(64, -(-n // div) * div) for n in t.images.shape[1:])
+            self.patch = tuple(max(64, -(-n // div) * div) for n in t.labels.shape[1:])
         else:
             self.patch = (int(config.patch_size),) * 2
         self.params = DEFAULT if config.mirror else _no_mirror(DEFAULT)
@@ -74,7 +74,7 @@ class Sampler:
             imgs.append(i)
             labs.append(lab)
             msks.append(m)
-        return np.stack(imgs)[:, None], np.stack(labs), np.stack(msks)
+        return np.stack(imgs), np.stack(labs), np.stack(msks)
 
     def consistency(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
         if not self.others or self.cfg.consistency <= 0:
@@ -84,10 +84,10 @@ class Sampler:
         imgs, probs = [], []
         for _ in range(self.cfg.consistency_batch):
             z = self.others[int(rng.integers(len(self.others)))]
-            st = _starts(self.t.images[z].shape, self.patch, rng, None)
+            st = _starts(self.t.labels[z].shape, self.patch, rng, None)
             imgs.append(_plain_crop(self.t.images[z], st, self.patch, 0.0))
             probs.append(np.stack([_plain_crop(p, st, self.patch, 0.0) for p in self.t.base_probs[z]]))
-        return np.stack(imgs)[:, None], np.stack(probs)
+        return np.stack(imgs), np.stack(probs)
 
 
 class CachedSlices:
@@ -100,12 +100,12 @@ class CachedSlices:
         self.t, self.cfg = t, config
         self.train = list(train_slices)
         self.others = [z for z in range(t.images.shape[0]) if z not in t.slices]
-        self.pads = [(0, (-n) % div) for n in t.images.shape[1:]]
+        self.pads = [(0, (-n) % div) for n in t.labels.shape[1:]]
         need = sorted(set(self.train) | (set(self.others) if config.consistency > 0 else set()))
         self.skips: dict[int, list[torch.Tensor]] = {}
         with torch.no_grad():
             for z in need:
-                h = torch.from_numpy(np.pad(t.images[z], self.pads)[None, None].astype(np.float32))
+                h = torch.from_numpy(np.pad(t.images[z], [(0, 0)] + self.pads)[None].astype(np.float32))
                 if net.channels_last:
                     h = h.contiguous(memory_format=torch.channels_last)
                 out = []
@@ -124,7 +124,7 @@ class CachedSlices:
         zs = self._pick(rng, self.train, self.cfg.batch_size)
         lab = np.stack([np.pad(self.t.labels[z], self.pads) for z in zs])
         msk = np.stack([np.pad(self.t.weights[z] > 0, self.pads) for z in zs])
-        img = np.stack([np.pad(self.t.images[z], self.pads) for z in zs])[:, None]
+        img = np.stack([np.pad(self.t.images[z], [(0, 0)] + self.pads) for z in zs])
         return (img, self._stack(zs)), lab, msk
 
     def consistency(self, rng: np.random.Generator):

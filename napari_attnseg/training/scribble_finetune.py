@@ -95,7 +95,8 @@ class ScribbleFinetuneConfig:
 
 @dataclass
 class ScribbleTargets:
-    """The scan on the model's grid: ``images`` (Z, H, W) normalized as inference does,
+    """The scan on the model's grid: ``images`` (Z, C, H, W) the network's input per slice,
+    normalized as inference does (C = 1, or a 2.5D model's slice and neighbours),
     ``base_probs`` (Z, C, H, W) the base model's, ``slices``: the scribbled slices,
     ``labels``/``weights`` (Z, H, W): targets and loss weights (0 where unannotated),
     ``scribbles`` (Z, H, W): the strokes (``ignore`` elsewhere), ``seconds`` to prepare."""
@@ -130,8 +131,12 @@ class ScribbleFinetuneResult:
 
 # --------------------------------------------------------------------------- preparation
 def predict_slices(network: torch.nn.Module, images: np.ndarray, batch: int = 4) -> np.ndarray:
-    """Softmax probabilities (Z, C, H, W) of ``network`` on normalized slices (Z, H, W), each
-    slice whole (padded to the network's divisor), eval mode, no autograd."""
+    """Softmax probabilities (Z, K, H, W) of ``network`` on normalized slices (Z, H, W) or
+    network inputs (Z, C, H, W), each slice whole (padded to the network's divisor), eval
+    mode, no autograd."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[:, None]
     was = network.training
     network.eval()
     div = int(getattr(network, "divisor", 1))
@@ -140,9 +145,9 @@ def predict_slices(network: torch.nn.Module, images: np.ndarray, batch: int = 4)
         with torch.no_grad():
             for i in range(0, images.shape[0], batch):
                 chunk = images[i:i + batch]
-                x = np.pad(chunk, [(0, 0)] + [(0, (-n) % div) for n in chunk.shape[1:]])
-                p = torch.softmax(network(torch.from_numpy(x[:, None].astype(np.float32))).float(), dim=1)
-                out.append(p.numpy()[:, :, :chunk.shape[1], :chunk.shape[2]])
+                x = np.pad(chunk, [(0, 0), (0, 0)] + [(0, (-n) % div) for n in chunk.shape[2:]])
+                p = torch.softmax(network(torch.from_numpy(x.astype(np.float32))).float(), dim=1)
+                out.append(p.numpy()[:, :, :chunk.shape[2], :chunk.shape[3]])
     finally:
         network.train(was)
     return np.concatenate(out).astype(np.float32)
@@ -183,6 +188,10 @@ def prepare_targets(base: Any, image: Any, scribbles: Any, config: ScribbleFinet
     images = _normalize(image, base.spec).astype(np.float32)
     if raw.ndim == 2:
         raw, scr, images = raw[None], scr[None], images[None]
+    from ..inference.preprocess import stack_context
+
+    # (Z, C, H, W): each slice as the network takes it (with its neighbours for a 2.5D model)
+    images = np.ascontiguousarray(np.moveaxis(stack_context(images, int(base.spec.context_slices)), 0, 1))
     n_classes = base.spec.arch.out_channels
     drawn = scr != ignore
     bad = stray_values(scr, n_classes, ignore)

@@ -87,7 +87,7 @@ def test_targets_dense_from_the_correction_or_strokes_only():
     scr = _strokes(gt, [1, 4])
     t = prepare_targets(base, img, scr, ScribbleFinetuneConfig(ignore_band_px=1))
     assert t.slices == [1, 4]
-    assert t.images.shape == gt.shape and t.base_probs.shape == (6, 2, 32, 32)
+    assert t.images.shape == (6, 1, 32, 32) and t.base_probs.shape == (6, 2, 32, 32)
     drawn = scr != IGNORE
     assert np.array_equal(t.labels[drawn], scr[drawn])  # strokes are certain
     assert np.all(t.weights[drawn] == 1)

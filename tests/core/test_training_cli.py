@@ -133,3 +133,27 @@ def test_train_init_model_compares_label_meanings_not_spelling(tiny_dataset, tmp
     err = capsys.readouterr().err
     assert "labels" in err and "vertebra" in err and "Traceback" not in err
     assert not (tmp_path / "c").exists()
+
+
+def test_train_context_slices_starts_from_a_one_slice_model_where_it_was(tiny_dataset, tmp_path, capsys):
+    nib = pytest.importorskip("nibabel")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", str(tiny_dataset), "-o", str(a), *COMMON]) == 0
+    assert main(["train", str(tiny_dataset), "-o", str(b), "--init-model", str(a), "--context-slices", "1",
+                 *COMMON]) == 0
+    first, second = load_model(a), load_model(b)
+    assert second.spec.context_slices == 1 and second.spec.arch.in_channels == 3
+    # the neighbours start at weight 0: before its first step, b scores what a scored
+    assert second.spec.provenance["initial_val_dice"] == pytest.approx(first.spec.provenance["best_val_dice"],
+                                                                       abs=1e-6)
+    out = tmp_path / "pred.nii.gz"
+    assert main(["predict", str(tiny_dataset / "imagesTr" / "case0.nii.gz"), "-o", str(out),
+                 "--model", str(b)]) == 0
+    assert nib.load(out).shape == nib.load(tiny_dataset / "imagesTr" / "case0.nii.gz").shape
+    capsys.readouterr()
+    for bad, why in ((["--context-slices", "-1"], "0..8"),
+                     (["--context-slices", "1", "--spatial-dims", "3", "--patch-size", "16", "16", "16"], "2D models")):
+        assert main(["train", str(tiny_dataset), "-o", str(tmp_path / "c"), *COMMON, *bad]) != 0
+        err = capsys.readouterr().err
+        assert why in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()
