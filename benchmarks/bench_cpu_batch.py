@@ -5,7 +5,7 @@ by side in one process, on real test volumes of the shipped models.
 
 For each model: the first test volume of its dataset (``benchmark.splits``), every batch size
 run in turn per round (so load drifts hit all alike), median seconds, the ratio to batch 1 and
-whether the labels are identical. The default CPU batch is 1 (``PredictConfig.batch_for``).
+whether the labels are identical (the default CPU batch: ``PredictConfig.batch_for``).
 """
 
 from __future__ import annotations

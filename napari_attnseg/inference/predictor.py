@@ -56,6 +56,8 @@ from .sliding_window import count_windows, labels_from_probabilities, sliding_wi
 
 logger = logging.getLogger(__name__)
 
+#: CPU default batch: windows per forward pass up to this many voxels (see PredictConfig)
+CPU_BATCH_PIXELS = 128 * 128 * 4
 DEFAULT_PATCH_2D = (256, 256)
 DEFAULT_PATCH_3D = (96, 96, 96)
 
@@ -65,8 +67,10 @@ class PredictConfig:
     """User-facing inference options (frozen: snapshot them on the GUI thread)."""
 
     overlap: float = 0.5
-    #: windows per forward pass; None = 1 on the CPU (batching gains nothing there and adds
-    #: stitching overhead) and 4 on GPUs.
+    #: windows per forward pass; None = 4 on GPUs, and on the CPU as many windows as make
+    #: CPU_BATCH_PIXELS (1 for slices of 256x256 and more, 4 for 128x128: batching small
+    #: windows was 0.74x the time of one at a time, bigger ones gained nothing;
+    #: benchmarks/bench_cpu_batch.py).
     batch_size: int | None = None
     #: mirror test-time augmentation; None: what the model declares (``ModelSpec.tta``)
     tta: bool | None = None
@@ -103,11 +107,15 @@ class PredictConfig:
         elif self.modality is not None:
             object.__setattr__(self, "modality", choose(self.modality, PRESETS, "modality preset"))
 
-    def batch_for(self, device: torch.device) -> int:
-        """The batch size used on ``device`` (``batch_size``, or the device's default)."""
+    def batch_for(self, device: torch.device, window: tuple[int, ...] | None = None) -> int:
+        """The batch size used on ``device`` for windows of shape ``window`` (``batch_size``,
+        or the device's default)."""
         if self.batch_size is not None:
             return self.batch_size
-        return 1 if device.type == "cpu" else 4
+        if device.type != "cpu":
+            return 4
+        pixels = math.prod(window) if window else CPU_BATCH_PIXELS
+        return max(1, min(4, CPU_BATCH_PIXELS // max(1, pixels)))
 
 
 @dataclass(frozen=True)
@@ -361,10 +369,11 @@ def plan_prediction(model: Any, volume: Volume | np.ndarray, config: PredictConf
     free = None
     if device.type == "cuda":
         free = int(torch.cuda.mem_get_info(device)[0])
+    grid = model_grid_shape(model, volume)
+    window = window_patch(model, grid, config)
     return plan_memory(
-        model_grid_shape(model, volume), window_patch(model, model_grid_shape(model, volume), config),
-        config.overlap,
-        model_classes(model), config.batch_for(device), one_patch_seconds,
+        grid, window, config.overlap,
+        model_classes(model), config.batch_for(device, window), one_patch_seconds,
         in_channels=model_in_channels(model), divisor=model_divisor(model),
         tta=effective_tta(model, config), device_type=device.type, device_free_bytes=free,
     )
@@ -421,7 +430,7 @@ def _windows_with_oom_retry(net: torch.nn.Module, prep: _Prepared, model: Any,
             out = out[0]
         return out
 
-    batch = config.batch_for(device)
+    batch = config.batch_for(device, window_patch(model, prep.image.shape[1:], config))
     acc_device = torch.device("cpu") if plan.accumulate_on_cpu else device
     acc_dtype = torch.float16 if plan.fp16_accumulator else torch.float32
     while True:
