@@ -296,8 +296,8 @@ def _prepare(model: Any, volume: Volume, intensity: IntensityParams) -> _Prepare
         zoomed = _inplane_shape(model, data.shape)
         resized = zoomed != data.shape  # the model works at another in-plane resolution
         net_in = _resize_inplane(data, zoomed) if resized else data
-        # (C, *grid): the slice alone, or with its neighbours as channels (2.5D)
-        net_in = stack_context(net_in, model_context(model)) if model_context(model) else net_in[None]
+        # (C, *grid): the slice alone (C = 1), or with its neighbours as channels (2.5D)
+        net_in = stack_context(net_in, model_context(model))
         return _Prepared(net_in, reo2, data.shape, resized, intensity, slicewise=True)
     reo = canonical_reorientation(volume.direction)
     spacing = reoriented_spacing(volume.spacing, reo)
@@ -430,14 +430,14 @@ def _windows_with_oom_retry(net: torch.nn.Module, prep: _Prepared, model: Any,
             out = out[0]
         return out
 
-    batch = config.batch_for(device, window_patch(model, prep.image.shape[1:], config))
+    window = window_patch(model, prep.image.shape[1:], config)
+    batch = config.batch_for(device, window)
     acc_device = torch.device("cpu") if plan.accumulate_on_cpu else device
     acc_dtype = torch.float16 if plan.fp16_accumulator else torch.float32
     while True:
         try:
             return (yield from sliding_window_job(
-                predict_fn, prep.image, window_patch(model, prep.image.shape[1:], config),
-                overlap=config.overlap,
+                predict_fn, prep.image, window, overlap=config.overlap,
                 batch_size=batch, gaussian=True, num_classes=model_classes(model),
                 accumulate_device=acc_device, accumulator_dtype=acc_dtype, device=device,
                 divisor=model_divisor(model), tta=effective_tta(model, config),

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from napari_attnseg.errors import ModelError
-from napari_attnseg.inference.predictor import PredictConfig, _prepare, intensity_for, predict, predict_slice
+from napari_attnseg.inference.predictor import (PredictConfig, _prepare, drain, intensity_for, predict,
+                                                predict_job, predict_slice)
 from napari_attnseg.inference.preprocess import stack_context
 from napari_attnseg.model.attention_unet import AttentionUNet, UNetConfig
 from napari_attnseg.model.checkpoint import ModelSpec, load_model, save_model
@@ -83,8 +84,6 @@ def test_the_network_sees_exactly_k_neighbours_a_side(tmp_path):
         # one intensity normalization for both runs: only slice 5's voxels differ
         cfg = PredictConfig(device="cpu", precision="fp32", tta=False)
         intensity = intensity_for(model, vol, cfg)
-        from napari_attnseg.inference.predictor import drain, predict_job
-
         a = drain(predict_job(model, vol, cfg, intensity=intensity)).probabilities
         b = drain(predict_job(model, changed, cfg, intensity=intensity)).probabilities
         moved = [z for z in range(vol.shape[0]) if not np.allclose(a[:, z], b[:, z], atol=1e-6)]
