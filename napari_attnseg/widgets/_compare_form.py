@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from magicgui.widgets import ComboBox
+from ._layers import LayerPicker
 
 HC_TOOLTIP = ("fit an ellipse to each head (label below) and report its perimeter in mm, "
               "HC18's measure; the ellipses are drawn")
@@ -28,7 +28,7 @@ class CompareParams:
         default=1, metadata={"label": "Head label", "tooltip": "the label value of the head"})
 
 
-class TruthPicker(ComboBox):
+class TruthPicker(LayerPicker):
     """The ground-truth combo; after every choices refresh (layer events, docking) the
     widget's rule chooses what it shows (``after_reset``)."""
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from magicgui.widgets import ComboBox, Container
+from magicgui.widgets import Container
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QListWidget, QPushButton,
                             QVBoxLayout)
 
+from ._layers import LayerPicker
 from ._form import build_form as params_form
 from ._form import read_form
 from ._plot import LossPlot
@@ -55,8 +56,8 @@ def build_form(w: Any, image_choices: Any, labels_choices: Any) -> None:
     combos are ``w.image_combo`` / ``w.labels_combo``), the pairs, the base model, the
     :class:`FinetuneParams` form (``w.params``; its Qt fields as ``w.budget_combo``,
     ``w.epochs_spin``, ...) and the Qt parts below it."""
-    w.image = ComboBox(label="image", choices=image_choices)
-    w.labels = ComboBox(label="labels", choices=labels_choices,
+    w.image = LayerPicker(label="image", choices=image_choices)
+    w.labels = LayerPicker(label="labels", choices=labels_choices,
                         tooltip="a corrected labels layer (its reviewed slices train) or a "
                                 "scribbles layer from 'Correct with scribbles' (only the "
                                 "strokes train)")

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton
+from magicgui.widgets import Container, Label, PushButton
 
 from .._napari.layers import META_KEY, derived_layer_kwargs, layer_role, layer_to_volume
 from .._progress import Job
 from ..errors import GeometryError
+from ._layers import LayerPicker, follow_layers
 from ._form import align_labels, build_form, read_form, reset_form
 from ._result_style import derived_style, upsert_styled_labels
 from ._worker import JobRunner, ProgressPanel, notify_error
@@ -103,8 +104,8 @@ class BaselinesWidget(Container):
     def __init__(self, napari_viewer: Any):
         super().__init__(scrollable=False)
         self.viewer = napari_viewer
-        self.image = ComboBox(label="Image", choices=self._image_choices)
-        self.seed = ComboBox(label="Seed / initial mask", choices=self._seed_choices)
+        self.image = LayerPicker(label="Image", choices=self._image_choices)
+        self.seed = LayerPicker(label="Seed / initial mask", choices=self._seed_choices)
         self.pickers = Container(widgets=[self.image, self.seed], labels=True)
         self.form = build_form(BaselineParams, labels=True)
         self.run_button = PushButton(text="Run")
@@ -121,8 +122,7 @@ class BaselinesWidget(Container):
         self.reset_button.changed.connect(lambda *_: reset_form(self.form, BaselineParams))
         self.pickers.changed.connect(lambda *_: self.update_info())
         self.form.changed.connect(lambda *_: self.update_info())
-        self.viewer.layers.events.inserted.connect(self._layers_changed)
-        self.viewer.layers.events.removed.connect(self._layers_changed)
+        follow_layers(self.viewer, self._layers_changed)
         self._layers_changed()
 
     # Qt handles of the pickers and fields, for scripts and benchmarks (``setCurrentText``,

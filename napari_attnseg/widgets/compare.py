@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (QFileDialog, QLabel, QListWidget, QListWidgetItem, Q
 
 from .._napari.layers import META_KEY, derived_layer_kwargs, layer_label_names, layer_to_volume
 from ..errors import GeometryError
+from ._layers import follow_layers
 from ._compare_job import (  # noqa: F401  (re-exported: the widget's public names)
     TABLE_METRICS, CompareConfig, CompareResult, _fmt, _label_text, compare_job, hc_summary,
     is_method_output,
@@ -91,8 +92,7 @@ class CompareWidget(Container):
         self.ground_truth.changed.connect(lambda *_: self._refresh_candidates())
         self.gt_combo.activated.connect(self._on_gt_activated)
         self.candidates_list.itemChanged.connect(lambda _=None: self._reconnect_edits())
-        self.viewer.layers.events.inserted.connect(self._layers_changed)
-        self.viewer.layers.events.removed.connect(self._layers_changed)
+        follow_layers(self.viewer, self._layers_changed)
         self.ground_truth.after_reset = self._choose_truth
         self._layers_changed()
 

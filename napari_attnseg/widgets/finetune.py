@@ -33,6 +33,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
 from .._napari.layers import META_KEY, derived_layer_kwargs, layer_to_volume
+from ._layers import follow_layers
 from ._finetune_form import DEFAULT_LR, budget_by_time, build_form, fill_models, train_config
 from ._finetune_request import (
     MODE_LABELS, MODE_SCRIBBLES, MODE_TEXT, TrainRequest, build_request, class_names, labels_mode,
@@ -79,8 +80,7 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
         self.refresh_models()
         self.refresh_layers()
         self._on_budget_mode()
-        self.viewer.layers.events.inserted.connect(self.refresh_layers)
-        self.viewer.layers.events.removed.connect(self.refresh_layers)
+        follow_layers(self.viewer, self.refresh_layers)
         self.labels.changed.connect(self._on_labels_chosen)
         self.image.changed.connect(self.update_state)
         self.model_combo.currentIndexChanged.connect(self.update_state)

@@ -17,10 +17,11 @@ import logging
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton
+from magicgui.widgets import Container, Label, PushButton
 
 from .._napari.layers import (META_KEY, derived_layer_kwargs, layer_label_names, layer_role,
                               layer_to_volume)
+from ._layers import LayerPicker, follow_layers
 from ._form import align_labels, build_form, read_form
 from ._refine_jobs import (
     RefineParams, RefineRequest, autotune_job, class_probabilities, drop_broken_pool,
@@ -60,9 +61,9 @@ class RefineWidget(Container):
     def __init__(self, napari_viewer: Any):
         super().__init__(scrollable=False)
         self.viewer = napari_viewer
-        self.source = ComboBox(label="Probabilities / labels", choices=self._source_choices)
-        self.image = ComboBox(label="Image", choices=self._image_choices)
-        self.ground_truth = ComboBox(label="Ground truth (auto-tune)", choices=self._gt_choices)
+        self.source = LayerPicker(label="Probabilities / labels", choices=self._source_choices)
+        self.image = LayerPicker(label="Image", choices=self._image_choices)
+        self.ground_truth = LayerPicker(label="Ground truth (auto-tune)", choices=self._gt_choices)
         self.pickers = Container(widgets=[self.source, self.image, self.ground_truth],
                                  labels=True)
         self.form = build_form(RefineParams, labels=True)
@@ -90,8 +91,7 @@ class RefineWidget(Container):
         self.source.changed.connect(self._source_changed)
         self.pickers.changed.connect(lambda *_: self.update_info())
         self.form.changed.connect(lambda *_: self.update_info())
-        self.viewer.layers.events.inserted.connect(self._layers_changed)
-        self.viewer.layers.events.removed.connect(self._layers_changed)
+        follow_layers(self.viewer, self._layers_changed)
         self._layers_changed()
         self.reset_defaults()
 

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton
+from magicgui.widgets import Container, Label, PushButton
 
 from .._napari.layers import (META_KEY, derived_layer_kwargs, layer_label_names, layer_role,
                               layer_to_volume)
+from ._layers import LayerPicker, follow_layers
 from ._form import Fields, align_labels, build_fields, read_form
 from ._review import ReviewTracker, edited_slices
 from ._scribble_jobs import (
@@ -88,10 +89,10 @@ class ScribbleWidget(Container):
     def __init__(self, napari_viewer: Any):
         super().__init__(scrollable=False)
         self.viewer = napari_viewer
-        self.image_combo = ComboBox(label="Image", choices=self._image_choices)
-        self.result_combo = ComboBox(label="Labels to correct", choices=self._result_choices)
-        self.probs_combo = ComboBox(label="Probabilities", choices=self._prob_choices)
-        self.class_combo = ComboBox(label="Draw", choices=self._class_choices)
+        self.image_combo = LayerPicker(label="Image", choices=self._image_choices)
+        self.result_combo = LayerPicker(label="Labels to correct", choices=self._result_choices)
+        self.probs_combo = LayerPicker(label="Probabilities", choices=self._prob_choices)
+        self.class_combo = LayerPicker(label="Draw", choices=self._class_choices)
         self.form = Fields(build_fields(ScribbleConfig))  # rows of this container: aligned
         self.start_button = PushButton(text="Scribble on this scan")
         self.neighbours_button = PushButton(text="Apply to neighbouring slices")
@@ -116,8 +117,7 @@ class ScribbleWidget(Container):
         self.fill_button.changed.connect(lambda *_: self.fill_between())
         self.class_combo.changed.connect(self._select_class)
         self.result_combo.changed.connect(self._result_changed)
-        self.viewer.layers.events.inserted.connect(self._layers_changed)
-        self.viewer.layers.events.removed.connect(self._layers_changed)
+        follow_layers(self.viewer, self._layers_changed)
         self._layers_changed()
         self._result_changed(self.result_combo.value)
 

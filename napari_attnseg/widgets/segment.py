@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushBu
                             QVBoxLayout, QWidget)
 
 from .._napari.layers import layer_to_volume
+from ._layers import follow_layers
 from ._segment_info import INFO_DELAY_MS, InfoLine  # noqa: F401
 from ._segment_jobs import (IntensityCache, SegmentRequest, WarmUp, prepare_in_background,
                             request_warm_up, segment_job)
@@ -97,8 +98,7 @@ class SegmentWidget(QWidget):
 
         self.picker.refresh()
         self.refresh_images()
-        self.viewer.layers.events.inserted.connect(self.refresh_images)
-        self.viewer.layers.events.removed.connect(self.refresh_images)
+        follow_layers(self.viewer, self.refresh_images)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.modality_combo.activated.connect(self._on_modality_chosen)
         self.model_combo.currentIndexChanged.connect(self.update_info)
@@ -111,18 +111,27 @@ class SegmentWidget(QWidget):
 
     # ------------------------------------------------------------------ choices
     def refresh_images(self, *_: Any) -> None:
+        """The image picker follows the viewer (items hold the layers): the chosen layer stays
+        chosen when it or another layer is renamed, and keeps the modality set for it."""
         from napari.layers import Image
 
-        current = self.image_combo.currentText()
-        names = [ly.name for ly in self.viewer.layers
-                 if isinstance(ly, Image) and "[attnseg]" not in ly.name]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
-        self.image_combo.blockSignals(False)
-        if self.image_combo.currentText() != current:
+        combo = self.image_combo
+        current = combo.currentData()
+        for i in range(combo.count()):  # renamed layers keep their modality choice
+            layer, old = combo.itemData(i), combo.itemText(i)
+            if layer is not None and layer.name != old and old in self._modality_override:
+                self._modality_override[layer.name] = self._modality_override.pop(old)
+        layers = [ly for ly in self.viewer.layers
+                  if isinstance(ly, Image) and "[attnseg]" not in ly.name]
+        combo.blockSignals(True)
+        combo.clear()
+        for ly in layers:
+            combo.addItem(ly.name, ly)
+        index = next((i for i, ly in enumerate(layers) if ly is current), -1)
+        if index >= 0:
+            combo.setCurrentIndex(index)
+        combo.blockSignals(False)
+        if combo.currentData() is not current:
             self._on_image_changed()
         else:
             self.update_info()
