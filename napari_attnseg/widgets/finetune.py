@@ -60,6 +60,7 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
         self.runner: JobRunner | None = None
         self.aux_runner: JobRunner | None = None
         self.pairs: list[tuple[str, str]] = []
+        self._pair_layers: list[tuple[Any, Any]] = []  #: weak references to the pairs' layers
         self.tracker: ReviewTracker | None = None
         self.last_result: Any = None
         self.last_request: TrainRequest | None = None
@@ -109,6 +110,7 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
     def refresh_layers(self, *_: Any) -> None:
         """The pickers follow the viewer (the choice is kept while its layer is there)."""
         self.pickers.reset_choices()
+        self._rename_pairs()
         self._track_all_labels()
         self._attach_tracker()
 
@@ -158,13 +160,25 @@ class FinetuneWidget(UncertaintyMixin, QWidget):
             raise ValueError("choose an image and its labels layer (corrected labels or scribbles) first")
         if pair not in self.pairs:
             self.pairs.append(pair)
+            self._pair_layers.append(tuple(weakref.ref(self.viewer.layers[n]) for n in pair))
             self.pairs_list.addItem(f"{pair[0]}  ←  {pair[1]}")
         self.update_state()
+
+    def _rename_pairs(self) -> None:
+        """A pair follows its layers' renames (a removed layer keeps its name: the info line
+        says it is gone)."""
+        for row, refs in enumerate(self._pair_layers):
+            names = tuple(ref().name if ref() is not None else old
+                          for ref, old in zip(refs, self.pairs[row]))
+            if names != self.pairs[row]:
+                self.pairs[row] = names
+                self.pairs_list.item(row).setText(f"{names[0]}  ←  {names[1]}")
 
     def remove_pair(self) -> None:
         row = self.pairs_list.currentRow()
         if 0 <= row < len(self.pairs):
             self.pairs.pop(row)
+            self._pair_layers.pop(row)
             self.pairs_list.takeItem(row)
         self.update_state()
 

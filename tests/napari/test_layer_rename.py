@@ -79,3 +79,20 @@ def test_compare_truth_picker_shows_the_new_name(make_napari_viewer, qtbot):
     viewer.layers["truth"].name = "expert mask"
     assert _items(w.gt_combo) == ["expert mask"]
     assert w.ground_truth.value is viewer.layers["expert mask"]
+
+
+def test_finetune_pairs_follow_their_layers_renames(make_napari_viewer, qtbot):
+    viewer = _viewer(make_napari_viewer)
+    w = FinetuneWidget(viewer)
+    qtbot.addWidget(w)
+    w.image_combo.setCurrentText("mr")
+    w.labels_combo.setCurrentText("truth")
+    w.add_pair_button.click()
+    assert w.pairs == [("mr", "truth")]
+    viewer.layers["truth"].name = "mr corrected"
+    viewer.layers["mr"].name = "mr t2"
+    assert w.pairs == [("mr t2", "mr corrected")]
+    assert w.pairs_list.item(0).text() == "mr t2  ←  mr corrected"
+    viewer.layers.remove("mr t2")  # gone: the pair keeps its name and the widget says so
+    assert w.pairs == [("mr t2", "mr corrected")]
+    assert any("mr t2" in p for p in w.problems())
