@@ -274,8 +274,7 @@ def _in_slice_order(volume: Volume) -> tuple[Volume, tuple[int, ...]]:
                   source=volume.source), perm
 
 
-def intensity_for(model: Any, volume: Volume, config: PredictConfig) -> IntensityParams:
-    """The intensity normalization a run would use (cache it for repeated slice previews)."""
+def _preset_and_norm(model: Any, volume: Volume, config: PredictConfig) -> tuple[str, dict]:
     spec = model.spec
     norm = dict(getattr(spec, "normalization", None) or {})
     model_modality = getattr(spec, "modality", "") or ""
@@ -283,7 +282,31 @@ def intensity_for(model: Any, volume: Volume, config: PredictConfig) -> Intensit
     if config.modality and config.modality != resolve_preset(None, norm, model_modality,
                                                              volume.modality):
         norm = {}  # the user overrode the model's preset: its clip/statistics no longer apply
+    return preset, norm
+
+
+def intensity_for(model: Any, volume: Volume, config: PredictConfig) -> IntensityParams:
+    """The intensity normalization a run would use (cache it for repeated slice previews)."""
+    preset, norm = _preset_and_norm(model, volume, config)
     return intensity_params(volume.data, preset, norm)
+
+
+def input_warnings(model: Any, volume: Volume | np.ndarray,
+                   config: PredictConfig | None = None) -> list[str]:
+    """What about this input would give wrong labels without an error, in words (empty when
+    nothing): today, a model that windows Hounsfield units given an image that is not in HU
+    (:func:`~napari_attnseg.io.modality.ct_intensity_problem`). ``attnseg predict`` logs these,
+    the Segment widget's info line shows them, and a prediction's provenance keeps them."""
+    from ..io.modality import ct_intensity_problem
+
+    config = config or PredictConfig()
+    volume = as_volume(model, volume)
+    preset, norm = _preset_and_norm(model, volume, config)
+    if preset == "CT" and not norm.get("percentiles"):
+        problem = ct_intensity_problem(volume.data)
+        if problem:
+            return [f"not in Hounsfield units: {problem}"]
+    return []
 
 
 def _prepare(model: Any, volume: Volume, intensity: IntensityParams) -> _Prepared:
@@ -466,6 +489,9 @@ def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig |
     t0 = time.perf_counter()
     yield Progress(0, 0, "preparing", f"preparing on {device_summary(device)}")
     intensity = intensity or intensity_for(model, volume, config)
+    warnings = input_warnings(model, volume, config)
+    for message in warnings:
+        logger.warning("%s: %s", volume.source or "the image", message)
     prep = _prepare(model, volume, intensity)
     net, backend = _network_on(model, device, config)
     plan = plan_prediction(model, volume, config, device=device)
@@ -484,7 +510,8 @@ def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig |
     seconds = time.perf_counter() - t0
     extra = {"memory_plan": plan.decision, "backend": backend,
              "precision": precision, "tta": effective_tta(model, config),
-             **({"postprocess": list(steps)} if steps else {})}
+             **({"postprocess": list(steps)} if steps else {}),
+             **({"input_warnings": warnings} if warnings else {})}
     prov = _provenance(model, config, volume, intensity, device, plan.n_windows, seconds, extra)
     return Prediction(probs, labels, device_summary(device), plan.n_windows, seconds, prov)
 

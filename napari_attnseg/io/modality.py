@@ -32,7 +32,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModalityGuess", "anatomy_from_text", "detect_modality", "looks_like_ct",
+__all__ = ["ModalityGuess", "anatomy_from_text", "ct_intensity_problem", "detect_modality", "looks_like_ct",
            "modality_from_text", "normalize_anatomy", "normalize_modality"]
 
 #: Words that name a modality (lower case; matched as whole words of a description).
@@ -164,6 +164,32 @@ def looks_like_ct(data: np.ndarray) -> bool:
         air = max(air, np.count_nonzero(sample <= -900) / sample.size)
     in_range = np.count_nonzero((body >= -1100) & (body <= 3100)) / body.size
     return bool(air >= 0.001 and in_range >= 0.95)
+
+
+def ct_intensity_problem(data: np.ndarray) -> str:
+    """"" when ``data`` can be Hounsfield units; else why it cannot, in words, for a model that
+    windows HU (its CT preset clips to -1000..1000): a normalised image (all values within a
+    span of 50: [0, 1], [-1, 1]) maps to one grey, and stored values without the DICOM rescale
+    intercept (no negative values, tissue near +1000 instead of 0) put air at soft tissue's
+    level. Either gives wrong labels without an error, so the callers warn. Subsampled like
+    :func:`looks_like_ct`."""
+    if looks_like_ct(data):
+        return ""
+    flat = np.asarray(data).reshape(-1)
+    sample = flat[::max(1, flat.size // 1_000_000)].astype(np.float64, copy=False)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return ""
+    lo, hi = float(sample.min()), float(sample.max())
+    if hi - lo < 50:
+        return (f"its values span only {lo:.4g} to {hi:.4g}: a normalised image, not Hounsfield "
+                "units (the CT model windows -1000 to 1000 HU); open the original CT")
+    body = sample[sample > lo + 200]
+    if lo >= 0 and body.size and float(np.median(body)) > 700:
+        return (f"it has no negative values and its tissue sits near {float(np.median(body)):.0f}: "
+                "stored values without the rescale intercept (usually -1024)? The CT model "
+                "expects HU (air -1000, soft tissue 0 to 100)")
+    return ""
 
 
 def _stem(path: Path) -> str:

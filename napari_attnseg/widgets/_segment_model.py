@@ -130,14 +130,15 @@ class SegmentOptions:
 def plan_info(model: Any, volume: Any, options: SegmentOptions) -> tuple[str, bool]:
     """(info text, runnable) for the info line: windows, device, memory plan (compute thread)."""
     from ..inference.device import device_summary, select_device
-    from ..inference.predictor import effective_tta, plan_prediction
+    from ..inference.predictor import effective_tta, input_warnings, plan_prediction
 
     cfg = options.predict_config()
     device = select_device(cfg.device)
     plan = plan_prediction(model, volume, cfg, device=device)
     if plan.decision == "refuse":
         return f"cannot run: {plan.message}", False
-    text = f"{plan.message}. Device: {device_summary(device)}."
+    text = "".join(f"Warning: the image is {w}. " for w in input_warnings(model, volume, cfg))
+    text += f"{plan.message}. Device: {device_summary(device)}."
     if effective_tta(model, cfg):
         text += (" Mirror TTA on" + (" (the model's default)" if cfg.tta is None else "")
                  + ": ~4x the time.")

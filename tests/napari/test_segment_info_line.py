@@ -125,3 +125,20 @@ def test_a_finished_run_shows_the_plan_at_once(make_napari_viewer, qtbot, tmp_pa
     w.window_combo.setCurrentText("patch")  # a real change: planned again
     text = _settled(w, qtbot)
     assert text != planned and "windows" in text and "planning" not in text
+
+
+def test_info_line_warns_when_a_ct_is_not_in_hounsfield_units(make_napari_viewer, qtbot, tmp_path):
+    """Stored values without the rescale intercept (+1024): the CT model would label it wrongly
+    without an error, so the info line says so before the user runs it; HU: no warning."""
+    viewer = make_napari_viewer()
+    _phantom(viewer, name="hu")
+    raw = _phantom(viewer, name="raw")
+    raw.data = raw.data.astype("int16") + 1024
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    w.set_model_folder(_tiny_model(tmp_path))
+    w.image_combo.setCurrentText("raw")
+    text = _settled(w, qtbot)
+    assert text.startswith("Warning: the image is not in Hounsfield units") and "windows" in text
+    w.image_combo.setCurrentText("hu")
+    assert "Hounsfield" not in _settled(w, qtbot)
