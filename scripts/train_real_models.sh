@@ -107,13 +107,15 @@ openkbp-v2)
         --seed 0 --threads 2 -q
     ;;
 openkbp-v3)
-    # v2 stopped on its time budget before its poly schedule annealed: a schedule that fits
+    # v2 stopped on its time budget before its poly schedule annealed: a schedule that fits.
+    # Session 11 ran it as the one-slice control of openkbp-25d (the same start, LR, steps and
+    # seed, no neighbouring slices): PRECISION=fp32 OPENKBP_SECONDS=9000, as the 2.5D run was.
     subset openkbp_ct
     "$ATTNSEG" train "$WORK/openkbp_ct_train" -o "$WORK/openkbp-headneck-ct-2d-v3" --checkpoint-dir "$WORK/openkbp-v3.ckpt" $RES \
-        --init-model openkbp-headneck-ct-2d@2 --precision bf16 --lr 3e-4 \
+        --init-model openkbp-headneck-ct-2d@2 --precision ${PRECISION:-bf16} --lr 3e-4 \
         --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 128 128 --batch-size 16 --no-mirror \
         --epochs ${OPENKBP_EPOCHS:-18} --steps-per-epoch 250 --max-seconds ${OPENKBP_SECONDS:-6000} --val-fraction 0.1 --patience 0 \
-        --seed 0 --threads 2 -q
+        --seed 0 --threads ${THREADS:-2} -q
     ;;
 openkbp-25d)
     # session 10: 2.5D, the slice and 2 neighbours on each side (+-5 mm at 2.5 mm slices) as
