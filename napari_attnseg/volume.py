@@ -27,6 +27,15 @@ import numpy as np
 
 #: Modality presets known to the package (used by preprocessing and CRF defaults).
 MODALITIES = ("CT", "MR", "US", "")
+#: ``header[SPACING_NOMINAL]`` is True when the file gave no voxel size and 1 mm was assumed
+#: (NIfTI without qform/sform and a pixdim of 1, NRRD without spacings, a PNG without a pixel
+#: size, a bare array or layer): such a spacing is not a measurement, so no model resizes by it.
+SPACING_NOMINAL = "spacing_nominal"
+
+
+def spacing_is_nominal(volume: Any) -> bool:
+    """True when ``volume``'s voxel size was assumed, not read (see :data:`SPACING_NOMINAL`)."""
+    return bool(dict(getattr(volume, "header", None) or {}).get(SPACING_NOMINAL, False))
 
 
 def _as_tuple(values: Sequence[float], ndim: int, what: str) -> tuple[float, ...]:

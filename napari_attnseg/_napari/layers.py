@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..orientation import axis_permutation, compose, inverse_permutation
-from ..volume import Volume, volume_from_affine
+from ..volume import SPACING_NOMINAL, Volume, volume_from_affine
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +212,10 @@ def layer_to_volume(layer: Any, data: np.ndarray | None = None) -> Volume:
         warnings = tuple(meta.get("warnings", ()))
     else:
         header, modality, source, provenance, warnings = {}, "", None, {}, ()
+        # another reader's layer, or a bare array: napari's default scale 1 is not a voxel size
+        lin = np.asarray(affine, dtype=float)[:-1, :-1]
+        if np.allclose(np.linalg.norm(lin, axis=0), 1.0):
+            header[SPACING_NOMINAL] = True
     return volume_from_affine(
         arr, affine, modality=modality, is_labels=bool(is_labels), source=source,
         header=header, metadata=provenance, warnings=warnings,

@@ -32,7 +32,7 @@ from .._options import choose
 from .._progress import Job, Progress, drain
 from ..errors import ModelError
 from ..orientation import axis_permutation
-from ..volume import Volume
+from ..volume import SPACING_NOMINAL, Volume
 from .backend import DEFAULT_BACKEND, check_backend, network_for
 from .device import (DEVICES, PRECISIONS, autocast_context, device_summary, resolve_precision,
                      select_device)
@@ -52,6 +52,7 @@ from .preprocess import (
     stack_context,
     to_canonical,
 )
+from .preprocess import inplane_shape, model_inplane_factors, resize_inplane
 from .sliding_window import count_windows, labels_from_probabilities, sliding_window_job
 
 logger = logging.getLogger(__name__)
@@ -237,7 +238,7 @@ def as_volume(model: Any, image: Volume | np.ndarray) -> Volume:
         )
     if isinstance(image, Volume):
         return image
-    return Volume(data=np.asarray(image), spacing=(1.0,) * ndim)
+    return Volume(data=np.asarray(image), spacing=(1.0,) * ndim, header={SPACING_NOMINAL: True})
 
 
 # --------------------------------------------------------------------------- preparation
@@ -271,7 +272,7 @@ def _in_slice_order(volume: Volume) -> tuple[Volume, tuple[int, ...]]:
     return Volume(data=np.transpose(volume.data, perm),
                   spacing=tuple(volume.spacing[p] for p in perm), origin=volume.origin,
                   direction=d[:, list(perm)], modality=volume.modality,
-                  source=volume.source), perm
+                  source=volume.source, header=volume.header), perm
 
 
 def _preset_and_norm(model: Any, volume: Volume, config: PredictConfig) -> tuple[str, dict]:
@@ -316,9 +317,9 @@ def _prepare(model: Any, volume: Volume, intensity: IntensityParams) -> _Prepare
         reo2 = Reorientation(slice_order(volume), ())
         if not reo2.is_identity:
             data = np.ascontiguousarray(to_canonical(data, reo2))
-        zoomed = _inplane_shape(model, data.shape)
+        zoomed = inplane_shape(data.shape, inplane_factors(model, volume))
         resized = zoomed != data.shape  # the model works at another in-plane resolution
-        net_in = _resize_inplane(data, zoomed) if resized else data
+        net_in = resize_inplane(data, zoomed) if resized else data
         # (C, *grid): the slice alone (C = 1), or with its neighbours as channels (2.5D)
         net_in = stack_context(net_in, model_context(model))
         return _Prepared(net_in, reo2, data.shape, resized, intensity, slicewise=True)
@@ -335,28 +336,33 @@ def _prepare(model: Any, volume: Volume, intensity: IntensityParams) -> _Prepare
     return _Prepared(data[None], reo, canonical_shape, resampled, intensity)
 
 
-def _inplane_shape(model: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Shape after the spec's ``inplane_zoom`` (last two axes) for 2D models."""
-    zoom = float(getattr(model.spec, "inplane_zoom", 1.0) or 1.0)
-    if zoom == 1.0:
-        return tuple(shape)
-    return tuple(shape[:-2]) + tuple(max(1, int(round(s * zoom))) for s in shape[-2:])
+def inplane_factors(model: Any, volume: Volume) -> tuple[float, float]:
+    """How much a 2D model resizes ``volume``'s slices (rows, columns): its ``inplane_zoom``,
+    times, where it declares ``inplane_spacing`` and the volume's pixel size is known (not
+    :func:`~napari_attnseg.volume.spacing_is_nominal`), the factor that brings a pixel size
+    outside that range to its nearest end (:func:`~.preprocess.inplane_factors`; training and
+    fine-tuning resize their slices by the same factors)."""
+    return model_inplane_factors(model.spec, volume, slice_order(volume) if volume.ndim == 3 else (0, 1))
 
 
-def _resize_inplane(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Resize the last two axes (linear, anti-aliased when shrinking: as in training)."""
-    from skimage.transform import resize
-
-    out = resize(np.asarray(data, dtype=np.float32), shape, order=1,
-                 anti_aliasing=shape[-1] < data.shape[-1], preserve_range=True)
-    return np.ascontiguousarray(out, dtype=np.float32)
+def _resize_probabilities_inplane(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(C, [Z,] h, w) -> (C, [Z,] H, W): bilinear per slice, corners aligned (the same as
+    ``resample(order=1)``'s ``grid_mode=False`` zoom, to float rounding, at a fraction of its
+    time: torch's kernel, no pass along Z)."""
+    arr = np.asarray(probs, dtype=np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, 0, 1) if arr.ndim == 4 else arr[None]))
+    out = torch.nn.functional.interpolate(t, size=tuple(int(s) for s in shape[-2:]), mode="bilinear",
+                                          align_corners=True).numpy()
+    return np.moveaxis(out, 1, 0) if arr.ndim == 4 else out[0]
 
 
 def _restore(probs: np.ndarray, prep: _Prepared) -> np.ndarray:
     if prep.resampled:
-        probs = resample(probs, prep.canonical_shape, order=1, channels_first=True)
         if prep.slicewise:  # 2D model with an in-plane zoom
+            probs = _resize_probabilities_inplane(probs, prep.canonical_shape)
             probs = probs / np.maximum(probs.sum(0, keepdims=True), 1e-12)
+        else:
+            probs = resample(probs, prep.canonical_shape, order=1, channels_first=True)
     if prep.reo is not None and not prep.reo.is_identity:
         probs = from_canonical(probs, prep.reo, channels_first=True)
     return np.ascontiguousarray(probs, dtype=np.float32)
@@ -365,7 +371,8 @@ def _restore(probs: np.ndarray, prep: _Prepared) -> np.ndarray:
 def model_grid_shape(model: Any, volume: Volume) -> tuple[int, ...]:
     """Spatial shape the network will see (after reorientation and resampling)."""
     if model_dims(model) == 2:
-        return _inplane_shape(model, tuple(volume.shape[p] for p in slice_order(volume)))
+        return inplane_shape(tuple(volume.shape[p] for p in slice_order(volume)),
+                             inplane_factors(model, volume))
     reo = canonical_reorientation(volume.direction)
     shape = tuple(volume.shape[p] for p in reo.perm)
     spacing = reoriented_spacing(volume.spacing, reo)
@@ -544,7 +551,7 @@ def slice_volume(volume: Volume, index: int) -> Volume:
     # keep the in-plane axes' world components along world axes 1, 2
     return Volume(data=volume.data[index], spacing=volume.spacing[1:], origin=origin[1:],
                   direction=d[1:, 1:] if np.allclose(d[0, 1:], 0) else None,
-                  modality=volume.modality, source=volume.source)
+                  modality=volume.modality, source=volume.source, header=volume.header)
 
 
 def predict_slice(model: Any, volume: Volume | np.ndarray, index: int,
@@ -580,7 +587,8 @@ def predict_slice(model: Any, volume: Volume | np.ndarray, index: int,
         d = np.asarray(volume.direction)
         origin = np.asarray(volume.origin) + d[:, 0] * volume.spacing[0] * z0
         sub = Volume(data=volume.data[z0:z1], spacing=volume.spacing, origin=origin,
-                     direction=d, modality=volume.modality, source=volume.source)
+                     direction=d, modality=volume.modality, source=volume.source,
+                     header=volume.header)
         keep = index - z0
     res = drain(predict_job(model, sub, config, intensity=intensity))
     probs, labels = res.probabilities, res.labels

@@ -132,6 +132,62 @@ def normalize_intensity(data: np.ndarray, preset: str,
     return out
 
 
+# --------------------------------------------------------------------------- in-plane scale
+def inplane_factors(zoom: float, spacing_range: Sequence[float] | None,
+                    pixel: Sequence[float] | None) -> tuple[float, float]:
+    """Resize factors (rows, columns) of a 2D model's slices: ``zoom`` (its ``inplane_zoom``)
+    times ``pixel / clip(pixel, lo, hi)`` per axis when the model declares the pixel sizes it was
+    trained on (``spacing_range = (lo, hi)`` mm) and ``pixel`` (mm) is known. Inside the range
+    the factor is 1 (the model has seen such pixels); a 0.7 mm slice for a 1.25-1.9 mm model is
+    shrunk by 0.56, a 4.9 mm one grown to 1.9."""
+    zoom = float(zoom or 1.0)
+    if spacing_range is None or pixel is None:
+        return zoom, zoom
+    lo, hi = (float(v) for v in spacing_range)
+    out = []
+    for s in pixel:
+        s = float(s)
+        out.append(zoom * (s / min(max(s, lo), hi)) if s > 0 and np.isfinite(s) else zoom)
+    return out[0], out[1]
+
+
+def model_inplane_factors(spec: Any, volume: Any, order: Sequence[int]) -> tuple[float, float]:
+    """:func:`inplane_factors` of a 2D model ``spec`` for ``volume`` cut with its axes in
+    ``order`` (the last two are the slice's rows and columns); a nominal spacing is not used."""
+    from ..volume import spacing_is_nominal
+
+    pixel = None if spacing_is_nominal(volume) else tuple(float(volume.spacing[a]) for a in order[-2:])
+    return inplane_factors(getattr(spec, "inplane_zoom", 1.0), getattr(spec, "inplane_spacing", None), pixel)
+
+
+def inplane_shape(shape: Sequence[int], factors: Sequence[float]) -> tuple[int, ...]:
+    """``shape`` with its last two axes resized by ``factors``."""
+    shape = tuple(int(s) for s in shape)
+    if tuple(float(f) for f in factors) == (1.0, 1.0):
+        return shape
+    return shape[:-2] + tuple(max(1, int(round(s * f))) for s, f in zip(shape[-2:], factors))
+
+
+def resize_inplane(data: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Resize the last two axes of an image (linear, anti-aliased when shrinking)."""
+    from skimage.transform import resize
+
+    shape = tuple(int(s) for s in shape)
+    out = resize(np.asarray(data, dtype=np.float32), shape, order=1,
+                 anti_aliasing=shape[-1] < data.shape[-1], preserve_range=True)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def resize_labels_inplane(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Resize the last two axes of a label map or mask (nearest neighbour: no new values)."""
+    from skimage.transform import resize
+
+    arr = np.asarray(labels)
+    out = resize(arr, tuple(int(s) for s in shape), order=0, anti_aliasing=False,
+                 preserve_range=True, mode="edge")
+    return np.ascontiguousarray(out.astype(arr.dtype, copy=False))
+
+
 # --------------------------------------------------------------------------- orientation
 @dataclass(frozen=True)
 class Reorientation:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ReadError
-from ..volume import Volume
+from ..volume import SPACING_NOMINAL, Volume
 from ._common import as_label_array, check_file, looks_like_labels
 from .validate import label_hint
 
@@ -181,6 +181,7 @@ def read_image2d(path: str | Path, *, pixel_size_mm: float | None = None) -> Vol
             warnings.append(f"{path.name} has no pixel size; 1.0 mm assumed (set the pixel "
                             "size, or put a filename,pixel_size_mm CSV beside the images)")
             header["pixel_size_source"] = "assumed"
+            header[SPACING_NOMINAL] = True
         else:
             size = row.pixel_size_mm
             header["pixel_size_source"] = row.csv_path.name

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingDependencyError, ReadError
-from ..volume import Volume, volume_from_affine, zyx_affine_from_nifti
+from ..volume import SPACING_NOMINAL, Volume, volume_from_affine, zyx_affine_from_nifti
 from ._common import as_label_array, looks_like_labels, replace_nonfinite
 from .validate import check_memory, label_hint, require_regular_file
 
@@ -174,8 +174,8 @@ def read_nrrd(path: str | Path, *, split_4d: int | None = None) -> Volume:
         raise ReadError(path, f"split_4d={split_4d} was given but the file has no 4th axis")
     if other:
         data = np.squeeze(data, axis=tuple(other))
-    aff, w = nrrd_affine(header, path, spatial)
-    warnings += w
+    aff, w_affine = nrrd_affine(header, path, spatial)
+    warnings += w_affine
     if not data.dtype.isnative:
         data = data.astype(data.dtype.newbyteorder("="))
     data = np.ascontiguousarray(data.T)
@@ -200,6 +200,7 @@ def read_nrrd(path: str | Path, *, split_4d: int | None = None) -> Volume:
         "nrrd_type": str(header.get("type", "")),
         "qform_code": 1,
         "sform_code": 1,
+        SPACING_NOMINAL: any(m.endswith("has no voxel size; 1.0 mm assumed") for m in w_affine),
     }
     if split_4d is not None:
         hdr["split_4d"] = int(split_4d)

@@ -84,6 +84,12 @@ class ModelSpec:
     on each side of the one it segments, as extra input channels
     (``arch.in_channels = 2 * context_slices + 1``; built by
     :func:`napari_attnseg.inference.preprocess.stack_context`); 0: the slice alone.
+    ``inplane_spacing`` (2D models): ``(lo, hi)``, the in-plane pixel sizes in mm the model was
+    trained on. A slice whose (known) pixel size lies outside is resized to the nearest end
+    before the network, and the result back to the slice's grid, so a scanner's 0.7 mm cine or
+    1 mm CT is seen at the training scale; a nominal spacing (no geometry in the file) is used
+    as it is. ``None``: the image's own pixels (:func:`napari_attnseg.inference.preprocess.
+    inplane_factors`).
     """
 
     arch: UNetConfig
@@ -101,6 +107,7 @@ class ModelSpec:
     postprocess: tuple[str, ...] = ()
     tta: bool = False
     context_slices: int = 0
+    inplane_spacing: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, UNetConfig):
@@ -141,6 +148,14 @@ class ModelSpec:
         if not 0 < zoom <= 8:
             raise ValueError(f"inplane_zoom must be in (0, 8], got {zoom}")
         object.__setattr__(self, "inplane_zoom", zoom)
+        if self.inplane_spacing is not None:
+            rng = _tuple_of(self.inplane_spacing, float, "inplane_spacing")
+            if dims != 2:
+                raise ValueError(f"inplane_spacing applies to 2D models only (this one is {dims}D)")
+            if len(rng) != 2 or not 0 < rng[0] <= rng[1]:
+                raise ValueError(f"inplane_spacing must be [lo, hi] pixel sizes in mm with 0 < lo <= hi, "
+                                 f"got {self.inplane_spacing!r}")
+            object.__setattr__(self, "inplane_spacing", rng)
         for name in ("normalization", "provenance"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
@@ -198,6 +213,7 @@ class ModelSpec:
             **({"postprocess": list(self.postprocess)} if self.postprocess else {}),
             **({"tta": True} if self.tta else {}),
             **({"context_slices": self.context_slices} if self.context_slices else {}),
+            **({"inplane_spacing": list(self.inplane_spacing)} if self.inplane_spacing else {}),
         }
 
     @classmethod

@@ -203,6 +203,21 @@ def _normalize(volume: Volume, spec: Any) -> np.ndarray:
     return out
 
 
+def _at_model_scale(spec: Any, volume: Any, order: Sequence[int], image: np.ndarray,
+                    labels: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slices resized in-plane as inference resizes them for this model (its ``inplane_zoom``
+    and declared pixel-size range, :func:`~napari_attnseg.inference.preprocess.inplane_factors`):
+    a fine-tune on a 0.7 mm scan trains at the scale the model predicts at. Labels and mask by
+    nearest neighbour."""
+    from ..inference import preprocess as pp
+
+    shape = pp.inplane_shape(image.shape, pp.model_inplane_factors(spec, volume, order))
+    if shape == image.shape:
+        return image, labels, mask
+    return (pp.resize_inplane(image, shape), pp.resize_labels_inplane(labels, shape),
+            pp.resize_labels_inplane(mask, shape))
+
+
 def prepare_pairs(pairs: Sequence[TrainingPair], spec: Any, n_classes: int) -> list[PreparedItem]:
     """Bring ``pairs`` to what the network sees (same code path as inference).
 
@@ -233,6 +248,7 @@ def prepare_pairs(pairs: Sequence[TrainingPair], spec: Any, n_classes: int) -> l
         if dims == 2:
             context = int(getattr(spec, "context_slices", 0) or 0)
             if image.ndim == 2:
+                image, labels, mask = _at_model_scale(spec, pair.image, (0, 1), image, labels, mask)
                 items.append(PreparedItem(pp.stack_context(image, context) if context else image,
                                           labels, mask, name))
                 continue
@@ -242,6 +258,7 @@ def prepare_pairs(pairs: Sequence[TrainingPair], spec: Any, n_classes: int) -> l
             if perm != (0, 1, 2):
                 image, labels, mask = (np.transpose(a, perm) for a in (image, labels, mask))
             cut = "axial " if perm != (0, 1, 2) else ""
+            image, labels, mask = _at_model_scale(spec, pair.image, perm, image, labels, mask)
             # 2.5D: each item's image is (2k + 1, H, W), the slice and its neighbours
             stack = pp.stack_context(image, context) if context else None
             for s in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):

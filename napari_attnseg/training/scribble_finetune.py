@@ -29,6 +29,7 @@ Only 2D models (the scan is cut along axis 0 as inference cuts it).
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from .._progress import Job, Progress, drain
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ScribbleFinetuneConfig", "ScribbleFinetuneResult", "ScribbleTargets", "prepare_targets",
            "predict_slices", "save_scribble_finetune", "scribble_finetune", "scribble_finetune_job"]
@@ -186,6 +189,14 @@ def prepare_targets(base: Any, image: Any, scribbles: Any, config: ScribbleFinet
         raise ValueError("the scribble fine-tune needs a scan stored slice by slice along axis 0 "
                          "(reorient it first)")
     images = _normalize(image, base.spec).astype(np.float32)
+    from ..inference.preprocess import model_inplane_factors
+
+    factors = model_inplane_factors(base.spec, image, tuple(range(raw.ndim)))
+    if factors != (1.0, 1.0):  # (the corrected-labels fine-tune resizes; this path does not)
+        logger.warning("%s: the scribble fine-tune trains on the scan's own pixels, but the model "
+                       "resizes its slices by %.3g x %.3g to predict; the result may predict worse "
+                       "than it trained (correct the labels and fine-tune on them instead)",
+                       getattr(image, "source", None) or "the image", *factors)
     if raw.ndim == 2:
         raw, scr, images = raw[None], scr[None], images[None]
     from ..inference.preprocess import stack_context
