@@ -345,6 +345,22 @@ def inplane_factors(model: Any, volume: Volume) -> tuple[float, float]:
     return model_inplane_factors(model.spec, volume, slice_order(volume) if volume.ndim == 3 else (0, 1))
 
 
+def rescale_note(model: Any, volume: Volume) -> str:
+    """"" unless the model's declared pixel sizes make it resize this volume's slices; then
+    what happens, in words (the CLI logs it, the Segment info line shows it)."""
+    rng = getattr(model.spec, "inplane_spacing", None)
+    if model_dims(model) != 2 or rng is None:
+        return ""
+    zoom = float(getattr(model.spec, "inplane_zoom", 1.0) or 1.0)
+    fy, fx = inplane_factors(model, volume)
+    if (fy, fx) == (zoom, zoom):
+        return ""
+    order = slice_order(volume) if volume.ndim == 3 else (0, 1)
+    pixel = " x ".join(f"{float(volume.spacing[a]):.3g}" for a in order[-2:])
+    return (f"{pixel} mm pixels, outside the {rng[0]:g}-{rng[1]:g} mm the model was trained on: "
+            f"slices resized x{fy / zoom:.3g} x {fx / zoom:.3g} for the network, labels on the scan's grid")
+
+
 def _resize_probabilities_inplane(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """(C, [Z,] h, w) -> (C, [Z,] H, W): bilinear per slice, corners aligned (the same as
     ``resample(order=1)``'s ``grid_mode=False`` zoom, to float rounding, at a fraction of its
@@ -499,6 +515,9 @@ def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig |
     warnings = input_warnings(model, volume, config)
     for message in warnings:
         logger.warning("%s: %s", volume.source or "the image", message)
+    rescale = rescale_note(model, volume)
+    if rescale:
+        logger.info("%s: %s", volume.source or "the image", rescale)
     prep = _prepare(model, volume, intensity)
     net, backend = _network_on(model, device, config)
     plan = plan_prediction(model, volume, config, device=device)
@@ -518,7 +537,8 @@ def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig |
     extra = {"memory_plan": plan.decision, "backend": backend,
              "precision": precision, "tta": effective_tta(model, config),
              **({"postprocess": list(steps)} if steps else {}),
-             **({"input_warnings": warnings} if warnings else {})}
+             **({"input_warnings": warnings} if warnings else {}),
+             **({"inplane_factors": list(inplane_factors(model, volume))} if rescale else {})}
     prov = _provenance(model, config, volume, intensity, device, plan.n_windows, seconds, extra)
     return Prediction(probs, labels, device_summary(device), plan.n_windows, seconds, prov)
 

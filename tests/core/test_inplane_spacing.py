@@ -14,7 +14,8 @@ import torch
 
 from napari_attnseg.errors import ModelError
 from napari_attnseg.inference.predictor import (PredictConfig, _resize_probabilities_inplane, as_volume,
-                                                inplane_factors, model_grid_shape, predict, predict_slice)
+                                                inplane_factors, model_grid_shape, predict, predict_slice,
+                                                rescale_note)
 from napari_attnseg.inference.preprocess import inplane_factors as factors_for, resample
 from napari_attnseg.model.attention_unet import AttentionUNet, UNetConfig
 from napari_attnseg.model.checkpoint import ModelSpec, load_model, save_model
@@ -74,6 +75,8 @@ def test_the_network_sees_the_training_scale_and_the_labels_come_back_on_the_gri
     pred = predict(model, fine, CFG)
     assert pred.labels.shape == fine.shape and pred.probabilities.shape == (3,) + fine.shape
     assert seen and all(s == (20, 24) for s in seen)
+    assert pred.provenance["inplane_factors"] == [0.5, 0.5]
+    assert rescale_note(model, fine).startswith("0.5 x 0.5 mm pixels, outside the 1-1.5 mm")
     np.testing.assert_allclose(pred.probabilities.sum(0), 1.0, atol=1e-5)
     seen.clear()
     preview = predict_slice(model, fine, 2, CFG)  # the preview resizes the same way
@@ -81,7 +84,7 @@ def test_the_network_sees_the_training_scale_and_the_labels_come_back_on_the_gri
     np.testing.assert_array_equal(preview.labels, pred.labels[2])
     seen.clear()
     for unchanged in (_volume(1.25), _volume(0.5, nominal=True), as_volume(model, fine.data)):
-        assert inplane_factors(model, unchanged) == (1.0, 1.0)
+        assert inplane_factors(model, unchanged) == (1.0, 1.0) and rescale_note(model, unchanged) == ""
         predict(model, unchanged, CFG)
         assert set(seen) == {(40, 48)}, seen
         seen.clear()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
 from napari_attnseg._napari.layers import layer_data_tuple
@@ -142,3 +143,27 @@ def test_info_line_warns_when_a_ct_is_not_in_hounsfield_units(make_napari_viewer
     assert text.startswith("Warning: the image is not in Hounsfield units") and "windows" in text
     w.image_combo.setCurrentText("hu")
     assert "Hounsfield" not in _settled(w, qtbot)
+
+
+def test_info_line_says_when_slices_are_resized_to_the_models_pixel_sizes(make_napari_viewer, qtbot,
+                                                                         tmp_path):
+    from napari_attnseg._napari.layers import volume_to_layer_kwargs
+    from napari_attnseg.volume import Volume
+
+    torch.manual_seed(0)
+    cfg = UNetConfig(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8, 16))
+    spec = ModelSpec(arch=cfg, label_names={0: "background", 1: "heart"}, modality="MR",
+                     patch_size=(32, 32), name="px", version="1", inplane_spacing=(1.37, 1.68))
+    folder = save_model(tmp_path / "px", AttentionUNet(cfg), spec)
+    viewer = make_napari_viewer()
+    for name, pixel in (("fine", 0.7), ("typical", 1.5)):
+        vol = Volume(np.random.default_rng(0).normal(size=(3, 64, 64)).astype(np.float32),
+                     (8.0, pixel, pixel), modality="MR")
+        viewer.add_image(vol.data, **volume_to_layer_kwargs(vol, name=name))
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    w.set_model_folder(folder)
+    w.image_combo.setCurrentText("fine")
+    assert "0.7 x 0.7 mm pixels, outside the 1.37-1.68 mm" in _settled(w, qtbot)
+    w.image_combo.setCurrentText("typical")
+    assert "outside" not in _settled(w, qtbot)
