@@ -174,7 +174,6 @@ def test_cardiac_mr_v3_is_v2s_weights_with_its_step_and_meets_the_target():
     assert not set(test["test_subjects"]) & set(config["provenance"]["train_cases"] + config["provenance"]["val_cases"])
     card = (v3 / "README.md").read_text(encoding="utf-8")
     assert "non-commercial" in card.lower() and "validation patients" in card and "will not work" in card.lower()
-    assert ModelRegistry(root=ROOT / "does-not-exist").get("acdc-cardiac-mr-2d").version == "3"
 
 
 @pytest.mark.shared_data
@@ -226,13 +225,13 @@ def test_headneck_ct_v3_is_2p5d_from_v2_scored_on_the_same_patients_and_the_defa
     from napari_attnseg.model.checkpoint import load_model
 
     model = load_model(ModelRegistry(root=ROOT / "does-not-exist").resolve("openkbp-headneck-ct-2d"))
-    assert model.spec.version == "3" and model.spec.context_slices == 2
+    assert model.spec.version == "4" and model.spec.context_slices == 2
 
 
 @pytest.mark.shared_data
 def test_headneck_ct_model_segments_a_held_out_openkbp_patient():
     name = "openkbp_009.nii.gz"  # a test patient (splits.py)
-    _, _, labels, gt = _held_out_case("openkbp_ct", name, "openkbp-headneck-ct-2d", "3")  # 2.5D, the default
+    _, _, labels, gt = _held_out_case("openkbp_ct", name, "openkbp-headneck-ct-2d", "4")  # 2.5D, the default
     data = _shared_dir("openkbp_ct")
     contoured = {e["image"].rsplit("/", 1)[-1]: e["contoured"]
                  for e in json.loads((data / "dataset.json").read_text())["training"]}
@@ -280,3 +279,26 @@ def test_abdominal_mr_model_segments_a_held_out_chaos_patient_and_ignores_intens
     # measured 0.902 (benchmarks/results/chaos_test.json); margin for platform noise
     assert np.mean(dices) > 0.86, dices
     assert _same_labels_after_rescaling(model, image, labels)
+
+
+@pytest.mark.parametrize("name, old, new, rng", [
+    ("acdc-cardiac-mr-2d", "3", "4", [1.37, 1.68]),
+    ("chaos-abdomen-mr-2d", "2", "3", [1.25, 1.25]),
+    ("openkbp-headneck-ct-2d", "3", "4", [3.75, 4.9]),
+])
+def test_the_default_versions_declare_their_training_pixel_sizes(name, old, new, rng):
+    """The default = the previous version's weights and settings plus ``inplane_spacing``,
+    scored again on the same held-out patients (whose pixels lie in the range: the same score)."""
+    a, b = SHIPPED_ROOT / name / old, SHIPPED_ROOT / name / new
+    assert (a / "weights.pt").read_bytes() == (b / "weights.pt").read_bytes()
+    ca, cb = (json.loads((f / "config.json").read_text(encoding="utf-8")) for f in (a, b))
+    assert cb["inplane_spacing"] == rng and "inplane_spacing" not in ca
+    same = ("arch", "label_names", "modality", "normalization", "patch_size", "inplane_zoom", "anatomy",
+            "postprocess", "tta", "context_slices")
+    assert {k: ca.get(k) for k in same} == {k: cb.get(k) for k in same}
+    ta, tb = ca["provenance"]["test"], cb["provenance"]["test"]
+    assert tb["test_subjects"] == ta["test_subjects"] and tb["n_volumes"] == ta["n_volumes"]
+    assert abs(tb["mean_dice"][0] - ta["mean_dice"][0]) < 0.002
+    card = (b / "README.md").read_text(encoding="utf-8")
+    assert "inplane_spacing" in card and "scanner's pixel size" in card and "will not work" in card.lower()
+    assert ModelRegistry(root=ROOT / "does-not-exist").get(name).version == new
