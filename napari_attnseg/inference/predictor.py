@@ -364,19 +364,21 @@ def rescale_note(model: Any, volume: Volume) -> str:
 def _resize_probabilities_inplane(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """(C, [Z,] h, w) -> (C, [Z,] H, W): bilinear per slice, corners aligned (the same as
     ``resample(order=1)``'s ``grid_mode=False`` zoom, to float rounding, at a fraction of its
-    time: torch's kernel, no pass along Z)."""
-    arr = np.asarray(probs, dtype=np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, 0, 1) if arr.ndim == 4 else arr[None]))
-    out = torch.nn.functional.interpolate(t, size=tuple(int(s) for s in shape[-2:]), mode="bilinear",
-                                          align_corners=True).numpy()
-    return np.moveaxis(out, 1, 0) if arr.ndim == 4 else out[0]
+    time: torch's kernel, no pass along Z), renormalized to sum 1 over the classes."""
+    arr = np.ascontiguousarray(probs, dtype=np.float32)
+    size = tuple(int(s) for s in shape[-2:])
+    # every (class, slice) plane is one channel: no transposes, the result already (C, [Z,] H, W)
+    t = torch.from_numpy(arr).reshape(1, -1, *arr.shape[-2:])
+    out = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=True)
+    out = out.reshape(arr.shape[:-2] + size)
+    out /= out.sum(0, keepdim=True).clamp_min(1e-12)  # (bilinear keeps the sum; rounding)
+    return out.numpy()
 
 
 def _restore(probs: np.ndarray, prep: _Prepared) -> np.ndarray:
     if prep.resampled:
-        if prep.slicewise:  # 2D model with an in-plane zoom
+        if prep.slicewise:  # 2D model with an in-plane zoom (renormalized)
             probs = _resize_probabilities_inplane(probs, prep.canonical_shape)
-            probs = probs / np.maximum(probs.sum(0, keepdims=True), 1e-12)
         else:
             probs = resample(probs, prep.canonical_shape, order=1, channels_first=True)
     if prep.reo is not None and not prep.reo.is_identity:

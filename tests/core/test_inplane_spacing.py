@@ -124,6 +124,7 @@ def test_training_items_are_cut_at_the_scale_inference_uses(tmp_path):
 
 def test_probabilities_come_back_as_the_linear_zoom_did():
     p = np.random.default_rng(3).random((4, 5, 30, 20)).astype(np.float32)
+    p /= p.sum(0, keepdims=True)  # probabilities: bilinear keeps the sum, the renormalization is rounding
     np.testing.assert_allclose(_resize_probabilities_inplane(p, (5, 61, 45)),
                                resample(p, (5, 61, 45), order=1, channels_first=True), atol=1e-5)
     np.testing.assert_allclose(_resize_probabilities_inplane(p[:, 0], (61, 45)),
@@ -149,3 +150,17 @@ def test_a_layer_at_napari_default_scale_is_nominal():
     nominal = _volume(0.5, nominal=True)
     kw = volume_to_layer_kwargs(nominal, name="n")
     assert spacing_is_nominal(layer_to_volume(layer(nominal.data, tuple(kw["scale"]), kw["metadata"])))
+
+
+def test_the_large_volume_argmax_gives_numpys_labels_ties_included(monkeypatch):
+    import napari_attnseg.inference.sliding_window as sw
+
+    rng = np.random.default_rng(5)
+    p = rng.random((5, 3, 40, 30)).astype(np.float32)
+    p[:, 0, :5] = 0.2  # ties: the lower class wins
+    p[2, 1, :5] = p[4, 1, :5] = 0.9
+    expected = np.argmax(p, axis=0).astype(np.uint8)
+    monkeypatch.setattr(sw, "TORCH_ARGMAX_VOXELS", 1)  # the torch passes on a small array
+    got = sw.labels_from_probabilities(p)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, expected)
