@@ -361,7 +361,7 @@ def rescale_note(model: Any, volume: Volume) -> str:
             f"slices resized x{fy / zoom:.3g} x {fx / zoom:.3g} for the network, labels on the scan's grid")
 
 
-def _resize_probabilities_inplane(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def resize_probabilities_inplane(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """(C, [Z,] h, w) -> (C, [Z,] H, W): bilinear per slice, corners aligned (the same as
     ``resample(order=1)``'s ``grid_mode=False`` zoom, to float rounding, at a fraction of its
     time: torch's kernel, no pass along Z), renormalized to sum 1 over the classes."""
@@ -378,7 +378,7 @@ def _resize_probabilities_inplane(probs: np.ndarray, shape: tuple[int, ...]) -> 
 def _restore(probs: np.ndarray, prep: _Prepared) -> np.ndarray:
     if prep.resampled:
         if prep.slicewise:  # 2D model with an in-plane zoom (renormalized)
-            probs = _resize_probabilities_inplane(probs, prep.canonical_shape)
+            probs = resize_probabilities_inplane(probs, prep.canonical_shape)
         else:
             probs = resample(probs, prep.canonical_shape, order=1, channels_first=True)
     if prep.reo is not None and not prep.reo.is_identity:

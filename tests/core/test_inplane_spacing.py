@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from napari_attnseg.errors import ModelError
-from napari_attnseg.inference.predictor import (PredictConfig, _resize_probabilities_inplane, as_volume,
+from napari_attnseg.inference.predictor import (PredictConfig, resize_probabilities_inplane, as_volume,
                                                 inplane_factors, model_grid_shape, predict, predict_slice,
                                                 rescale_note)
 from napari_attnseg.inference.preprocess import inplane_factors as factors_for, resample
@@ -125,9 +125,9 @@ def test_training_items_are_cut_at_the_scale_inference_uses(tmp_path):
 def test_probabilities_come_back_as_the_linear_zoom_did():
     p = np.random.default_rng(3).random((4, 5, 30, 20)).astype(np.float32)
     p /= p.sum(0, keepdims=True)  # probabilities: bilinear keeps the sum, the renormalization is rounding
-    np.testing.assert_allclose(_resize_probabilities_inplane(p, (5, 61, 45)),
+    np.testing.assert_allclose(resize_probabilities_inplane(p, (5, 61, 45)),
                                resample(p, (5, 61, 45), order=1, channels_first=True), atol=1e-5)
-    np.testing.assert_allclose(_resize_probabilities_inplane(p[:, 0], (61, 45)),
+    np.testing.assert_allclose(resize_probabilities_inplane(p[:, 0], (61, 45)),
                                resample(p[:, 0], (61, 45), order=1, channels_first=True), atol=1e-5)
 
 

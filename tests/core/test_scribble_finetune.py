@@ -213,3 +213,28 @@ def dataclasses_replace(obj, **kw):
     import dataclasses
 
     return dataclasses.replace(obj, **kw)
+
+
+def test_targets_at_the_models_scale_for_a_finer_scan():
+    """A model that declares 1 mm pixels, a scan at 0.5 mm (the disc scene at twice the size):
+    the strokes are corrected at the scan's pixels, the network's inputs and the targets are on
+    the model's grid (half the size), as inference and the corrected-labels fine-tune cut it."""
+    import dataclasses
+
+    from scipy import ndimage
+
+    base = _model()
+    ranged = SimpleNamespace(network=base.network, spec=dataclasses.replace(base.spec, inplane_spacing=(1.0, 1.0)))
+    img, gt = _scan(distractor=True)
+    fine = Volume(ndimage.zoom(img.data, (1, 2, 2), order=1), (1.0, 0.5, 0.5), modality="MR")
+    scr = ndimage.zoom(_strokes(gt, [1, 4]), (1, 2, 2), order=0)  # the same strokes, finer
+    t = prepare_targets(ranged, fine, scr, ScribbleFinetuneConfig(ignore_band_px=1))
+    assert t.slices == [1, 4]
+    assert t.images.shape == (6, 1, 32, 32) and t.base_probs.shape == (6, 2, 32, 32)
+    assert t.labels.shape == t.weights.shape == t.scribbles.shape == (6, 32, 32)
+    assert _dice(t.labels[1], gt[1]) > 0.8 and not t.weights[[0, 2, 3, 5]].any()
+    plain = prepare_targets(base, fine, scr, ScribbleFinetuneConfig(ignore_band_px=1))
+    assert plain.images.shape == (6, 1, 64, 64)  # no declared range: the scan's own pixels
+    res = scribble_finetune(ranged, targets=t, config=ScribbleFinetuneConfig(
+        max_seconds=None, max_steps=2, lr=3e-3, num_threads=1))
+    assert res.steps == 2
