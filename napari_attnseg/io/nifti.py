@@ -286,6 +286,9 @@ def read_nifti(path: str | Path, *, split_4d: int | None = None) -> Volume:
     if split_4d is not None:
         header["split_4d"] = int(split_4d)
         header["n_volumes"] = int(shape[3])
+    if header[SPACING_NOMINAL]:
+        warnings.append(f"{path.name} gives no voxel size (no qform/sform, pixdim 1): 1 mm is "
+                        "assumed, so distances and volumes in mm (HD95, ASSD, mm³) are in voxels")
     return volume_from_affine(data, zyx, is_labels=is_labels, source=str(path),
                               header=header, warnings=tuple(warnings))
 

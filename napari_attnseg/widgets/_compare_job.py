@@ -41,6 +41,8 @@ class CompareConfig:
     hc_label: int | None = None
     #: why HC cannot be measured (e.g. the image has no pixel size); "" when it can
     hc_problem: str = ""
+    #: the ground truth's voxel size was assumed (no geometry in its file): distances in voxels
+    spacing_nominal: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (QFileDialog, QLabel, QListWidget, QListWidgetItem, Q
 
 from .._napari.layers import META_KEY, derived_layer_kwargs, layer_label_names, layer_to_volume
 from ..errors import GeometryError
+from ..volume import spacing_is_nominal
 from ._layers import follow_layers
 from ._compare_job import (  # noqa: F401  (re-exported: the widget's public names)
     TABLE_METRICS, CompareConfig, CompareResult, _fmt, _label_text, compare_job, hc_summary,
@@ -269,6 +270,7 @@ class CompareWidget(Container):
             spacing=gt_vol.spacing, tolerance_mm=float(s.tolerance_mm), surface=s.surface,
             overlay_candidate=names[0],
             label_names=label_names, hc_label=hc_label, hc_problem=hc_problem,
+            spacing_nominal=spacing_is_nominal(gt_vol),
         )
 
     def make_runner(self) -> JobRunner | None:
@@ -305,7 +307,9 @@ class CompareWidget(Container):
         n = len(cfg.candidates)
         seconds = time.perf_counter() - getattr(self, "_t0", time.perf_counter())
         self.progress.status.setText(
-            f"scored {n} candidate{'s' if n != 1 else ''} in {seconds:.2f} s")
+            f"scored {n} candidate{'s' if n != 1 else ''} in {seconds:.2f} s"
+            + (f"; '{cfg.gt_name}' gives no voxel size (1 mm assumed): distances and volumes are "
+               "in voxels, not mm" if cfg.spacing_nominal else ""))
         if result.overlay is not None and cfg.gt_name in self.viewer.layers:
             self._show_overlay(cfg.gt_name, result.overlay)
         if cfg.gt_name in self.viewer.layers:

@@ -282,3 +282,20 @@ def test_result_handling_on_the_gui_thread_is_cheap(make_napari_viewer, monkeypa
     assert "mask [attnseg hc]" in viewer.layers and w.canvas is not None
     assert plot_s[0] < 0.1 and seconds[1] < 0.1, (plot_s, seconds)
     assert seconds[0] < 1.5 * plain, (seconds[0], plain)
+
+
+def test_status_says_when_distances_are_in_voxels(make_napari_viewer):
+    """A ground truth whose file gave no voxel size (a layer at napari's default scale, ACDC's
+    NIfTI): HD95, ASSD and volumes are in voxels, and the status line says so."""
+    pred, gt = _masks()
+    for scale, nominal in (((1.0, 1.0, 1.0), True), ((3.0, 0.5, 0.8), False)):
+        viewer = make_napari_viewer()
+        viewer.add_labels(gt, name="gt", scale=scale)
+        viewer.add_labels(pred, name="pred", scale=scale)
+        w = CompareWidget(viewer)
+        w.gt_combo.setCurrentText("gt")
+        w.set_candidates(["pred"])
+        w.make_runner().run_sync()
+        text = w.progress.status.text()
+        assert text.startswith("scored 1 candidate")
+        assert ("gives no voxel size (1 mm assumed): distances and volumes are in voxels" in text) is nominal
