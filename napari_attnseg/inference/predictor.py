@@ -357,7 +357,8 @@ def rescale_note(model: Any, volume: Volume) -> str:
         return ""
     order = slice_order(volume) if volume.ndim == 3 else (0, 1)
     pixel = " x ".join(f"{float(volume.spacing[a]):.3g}" for a in order[-2:])
-    return (f"{pixel} mm pixels, outside the {rng[0]:g}-{rng[1]:g} mm the model was trained on: "
+    trained = f"{rng[0]:g}" if rng[0] == rng[1] else f"{rng[0]:g}-{rng[1]:g}"
+    return (f"{pixel} mm pixels, outside the {trained} mm the model was trained on: "
             f"slices resized x{fy / zoom:.3g} x {fx / zoom:.3g} for the network, labels on the scan's grid")
 
 
