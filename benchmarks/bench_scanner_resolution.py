@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_precision import _cases, _dice_mean as _dice  # noqa: E402  (the same folder)
 from napari_attnseg.benchmark.splits import case_of, split_subjects, subject_of  # noqa: E402
 
 #: dataset -> (model, the range the new versions declare, simulated pixel sizes in mm)
@@ -35,15 +37,6 @@ CASES = {
     "openkbp_ct": ("openkbp-headneck-ct-2d@3", None, (1.2,)),  # range: the training patients'
 }
 ACDC_TRUE_MM = 1.5
-
-
-def _dice(pred: np.ndarray, gt: np.ndarray, classes: list[int]) -> float:
-    out = []
-    for c in classes:
-        p, g = pred == c, gt == c
-        if p.any() or g.any():
-            out.append(2.0 * np.logical_and(p, g).sum() / (p.sum() + g.sum()))
-    return float(np.mean(out)) if out else float("nan")
 
 
 def training_range(folder: Path) -> tuple[float, float]:
@@ -102,15 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         rng = rng or training_range(folder)
         stored = load_model(ModelRegistry().resolve(ref))
         ranged = dataclasses.replace(stored, spec=dataclasses.replace(stored.spec, inplane_spacing=rng))
-        _, test = split_subjects(folder)
-        meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
-        entries = [e for e in meta["training"] if subject_of(case_of(e)) in set(test)][:args.volumes]
+        entries = _cases(folder, args.volumes)
         cfg = PredictConfig()
         for mm in (None,) + tuple(pixels):
             scores = {"stored": [], "range": []}
             secs = {"stored": [], "range": []}
-            for e in entries:
-                image, labels = read_volume(folder / e["image"]), read_volume(folder / e["label"])
+            for image_path, label_path, _ in entries:
+                image, labels = read_volume(image_path), read_volume(label_path)
                 if ds == "acdc":  # a real pixel size for ACDC's nominal 1 mm
                     header = {k: v for k, v in dict(image.header).items() if k != SPACING_NOMINAL}
                     image = dataclasses.replace(image, spacing=(image.spacing[0], ACDC_TRUE_MM, ACDC_TRUE_MM),
