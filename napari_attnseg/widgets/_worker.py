@@ -329,6 +329,8 @@ class JobRunner:
                 self.panel.status.setText("Cancelled.")
             return
         self.result = value
+        if self.panel is not None:  # done (a last "post-processing" step reports no fraction)
+            self.panel.bar.setValue(100)
         if self.on_result is not None:
             try:
                 self.on_result(value)

@@ -172,3 +172,23 @@ def test_reports_with_data_are_never_dropped(qtbot):
     runner.start()
     qtbot.waitUntil(lambda: runner.result == "ok" and not runner.running, timeout=5000)
     assert [p.info["step"] for p in shown] == list(range(1, 51))
+
+
+def test_a_finished_run_shows_a_full_bar_even_after_a_step_without_a_fraction(qtbot):
+    """A whole-volume run ends with "post-processing" (no fraction): the bar said 0 % after a
+    successful run; done is 100 %. A cancelled run does not claim it."""
+    def job():
+        yield Progress(3, 3, "windows")
+        yield Progress(0, 0, "post-processing")
+        return "labels"
+
+    panel = ProgressPanel()
+    qtbot.addWidget(panel)
+    assert JobRunner(job, panel).run_sync() == "labels"
+    assert panel.bar.value() == 100
+    runner = JobRunner(lambda: _job(200, delay=0.02), panel)
+    worker = runner.start()
+    qtbot.waitUntil(lambda: 0 < panel.bar.value() < 100, timeout=5000)
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        panel.cancel_button.click()
+    assert runner.cancelled and panel.bar.value() < 100
