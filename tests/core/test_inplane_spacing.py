@@ -164,3 +164,17 @@ def test_the_large_volume_argmax_gives_numpys_labels_ties_included(monkeypatch):
     got = sw.labels_from_probabilities(p)
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, expected)
+
+
+def test_a_sagittally_stored_scan_is_resized_by_its_axial_pixels(tmp_path):
+    """Array axes (x, y, z) in storage, 5 mm apart along x: the model cuts axial slices (world
+    S first) and resizes them by the in-plane (y, z) pixel size, not by the stored last two axes."""
+    model = _model(tmp_path)
+    data = np.random.default_rng(1).normal(100.0, 30.0, (40, 48, 4)).astype(np.float32)
+    # array axis 0 runs along world x (R), axis 1 along world A, axis 2 along world S
+    direction = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    vol = Volume(data, (0.5, 0.5, 5.0), direction=direction, modality="MR")
+    assert inplane_factors(model, vol) == (0.5, 0.5)
+    pred = predict(model, vol, CFG)
+    assert pred.labels.shape == vol.shape
+    assert model_grid_shape(model, vol) == (4, 24, 20)
