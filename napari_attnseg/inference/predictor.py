@@ -507,18 +507,21 @@ def _windows_with_oom_retry(net: torch.nn.Module, prep: _Prepared, model: Any,
 
 
 def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig | None = None,
-                *, intensity: IntensityParams | None = None) -> Job[Prediction]:
-    """Segment ``volume``; yields progress per batch; returns a :class:`Prediction`."""
+                *, intensity: IntensityParams | None = None,
+                check_input: bool = True) -> Job[Prediction]:
+    """Segment ``volume``; yields progress per batch; returns a :class:`Prediction`.
+    ``check_input=False`` skips :func:`input_warnings` and the resize note (a part of a volume
+    already checked whole: the slice preview's slab, the uncertainty's mirrored copies)."""
     config = config or PredictConfig()
     volume = as_volume(model, volume)
     device = select_device(config.device)
     t0 = time.perf_counter()
     yield Progress(0, 0, "preparing", f"preparing on {device_summary(device)}")
     intensity = intensity or intensity_for(model, volume, config)
-    warnings = input_warnings(model, volume, config)
+    warnings = input_warnings(model, volume, config) if check_input else []
     for message in warnings:
         logger.warning("%s: %s", volume.source or "the image", message)
-    rescale = rescale_note(model, volume)
+    rescale = rescale_note(model, volume) if check_input else ""
     if rescale:
         logger.info("%s: %s", volume.source or "the image", rescale)
     prep = _prepare(model, volume, intensity)
@@ -613,7 +616,7 @@ def predict_slice(model: Any, volume: Volume | np.ndarray, index: int,
                      direction=d, modality=volume.modality, source=volume.source,
                      header=volume.header)
         keep = index - z0
-    res = drain(predict_job(model, sub, config, intensity=intensity))
+    res = drain(predict_job(model, sub, config, intensity=intensity, check_input=False))
     probs, labels = res.probabilities, res.labels
     if keep is not None:
         probs, labels = probs[:, keep], labels[keep]

@@ -216,7 +216,7 @@ def flip_uncertainty_job(model: Any, volume: Any, config: Any = None,
     for k, f in enumerate(flips):
         data = np.flip(volume.data, axis=f) if f else volume.data
         vol_f = volume.with_data(np.ascontiguousarray(data))
-        job = predict_job(model, vol_f, cfg, intensity=intensity)
+        job = predict_job(model, vol_f, cfg, intensity=intensity, check_input=k == 0)
         try:
             while True:
                 try:

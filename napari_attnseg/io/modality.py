@@ -136,6 +136,13 @@ def anatomy_from_text(text: str) -> str:
     return hits[0] if len(hits) == 1 else ""
 
 
+def _finite_sample(arr: np.ndarray) -> np.ndarray:
+    """About 10^6 evenly strided values of ``arr`` as float64, NaN and infinity dropped."""
+    flat = arr.reshape(-1)
+    sample = flat[::max(1, flat.size // 1_000_000)].astype(np.float64, copy=False)
+    return sample[np.isfinite(sample)]
+
+
 def looks_like_ct(data: np.ndarray) -> bool:
     """True for intensities in Hounsfield units: a signed image (negative values) whose air sits
     near -1000 HU (at least 0.1% of the voxels in [-1100, -900], nothing much below -1100 except
@@ -146,10 +153,7 @@ def looks_like_ct(data: np.ndarray) -> bool:
     if arr.size == 0 or arr.dtype == bool or not (np.issubdtype(arr.dtype, np.signedinteger)
                                                   or np.issubdtype(arr.dtype, np.floating)):
         return False
-    flat = arr.reshape(-1)
-    step = max(1, flat.size // 1_000_000)
-    sample = flat[::step].astype(np.float64, copy=False)
-    sample = sample[np.isfinite(sample)]
+    sample = _finite_sample(arr)
     if sample.size == 0:
         return False
     lo = float(sample.min())
@@ -175,9 +179,7 @@ def ct_intensity_problem(data: np.ndarray) -> str:
     :func:`looks_like_ct`."""
     if looks_like_ct(data):
         return ""
-    flat = np.asarray(data).reshape(-1)
-    sample = flat[::max(1, flat.size // 1_000_000)].astype(np.float64, copy=False)
-    sample = sample[np.isfinite(sample)]
+    sample = _finite_sample(np.asarray(data))
     if sample.size == 0:
         return ""
     lo, hi = float(sample.min()), float(sample.max())

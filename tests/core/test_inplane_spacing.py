@@ -81,6 +81,7 @@ def test_the_network_sees_the_training_scale_and_the_labels_come_back_on_the_gri
     seen.clear()
     preview = predict_slice(model, fine, 2, CFG)  # the preview resizes the same way
     assert seen == [(20, 24)] and preview.labels.shape == fine.shape[1:]
+    assert "inplane_factors" not in preview.provenance  # the slab is not re-checked each preview
     np.testing.assert_array_equal(preview.labels, pred.labels[2])
     seen.clear()
     for unchanged in (_volume(1.25), _volume(0.5, nominal=True), as_volume(model, fine.data)):
