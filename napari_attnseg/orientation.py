@@ -67,3 +67,46 @@ def axis_letters(direction: np.ndarray) -> list[tuple[str, str]]:
         pos, neg = WORLD_LETTERS[i - d.shape[0] + 3] if d.shape[0] <= 3 else ("?", "?")
         out.append((pos, neg) if d[i, j] > 0 else (neg, pos))
     return out
+
+
+def is_orientation_code(code: object) -> bool:
+    """True for a 2D model's orientation: three letters for its slice, row and column axes, each
+    naming the direction that axis runs toward, one from each world axis ("SAL": slices toward
+    superior, rows toward anterior, columns toward the patient's left; "ILP": OpenKBP's arrays,
+    whose rows run across the patient)."""
+    if not isinstance(code, str) or len(code) != 3:
+        return False
+    worlds = [w for ch in code for w, pair in enumerate(WORLD_LETTERS) if ch in pair]
+    return len(worlds) == 3 and sorted(worlds) == [0, 1, 2] and worlds[0] == 0  # axial slices
+
+
+def orientation_code(direction: np.ndarray) -> str:
+    """The letters (toward) of the axes of ``np.transpose(data, axis_permutation(direction))``:
+    three for a volume, the last two (A/P, R/L) for a 2D slice with a 2 x 2 direction."""
+    d = np.asarray(direction, dtype=float)
+    n = d.shape[0]
+    perm = axis_permutation(d)
+    off = 3 - n
+    return "".join(WORLD_LETTERS[i + off][0 if d[i, perm[i]] > 0 else 1] for i in range(n))
+
+
+def reorientation_to(direction: np.ndarray, code: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(perm, flips)``: transposing an array with ``direction`` by ``perm``, then reversing the
+    axes in ``flips``, makes its axes run as ``code`` says (its last ``n`` letters for an
+    n-dimensional direction; a 2D slice's world axes are A/P and R/L). World order and no flips
+    when the code's letters do not fit the direction (a slice of a model that cuts coronally)."""
+    d = np.asarray(direction, dtype=float)
+    n = d.shape[0]
+    base = axis_permutation(d)
+    off = 3 - n
+    world, sign = [], []
+    for ch in str(code)[-n:]:
+        for w, (pos, neg) in enumerate(WORLD_LETTERS):
+            if ch in (pos, neg):
+                world.append(w - off)
+                sign.append(1.0 if ch == pos else -1.0)
+    if len(world) != n or sorted(world) != list(range(n)):
+        return base, ()
+    perm = tuple(base[w] for w in world)
+    flips = tuple(i for i in range(n) if np.sign(d[world[i], perm[i]]) != sign[i])
+    return perm, flips

@@ -38,6 +38,20 @@ def spacing_is_nominal(volume: Any) -> bool:
     return bool(dict(getattr(volume, "header", None) or {}).get(SPACING_NOMINAL, False))
 
 
+#: ``header[DIRECTION_NOMINAL]`` is True when the file gave no orientation and one was assumed
+#: (NIfTI without qform/sform, even with a real pixdim: OpenKBP; NRRD without space directions;
+#: a MetaImage without TransformMatrix; a layer from another reader): which way the patient lies
+#: in the array is then unknown, so no model reorients by it.
+DIRECTION_NOMINAL = "direction_nominal"
+
+
+def direction_is_nominal(volume: Any) -> bool:
+    """True when ``volume``'s direction was assumed, not read (:data:`DIRECTION_NOMINAL`, or a
+    nominal spacing: no geometry at all)."""
+    header = dict(getattr(volume, "header", None) or {})
+    return bool(header.get(DIRECTION_NOMINAL, False) or header.get(SPACING_NOMINAL, False))
+
+
 def _as_tuple(values: Sequence[float], ndim: int, what: str) -> tuple[float, ...]:
     out = tuple(float(v) for v in np.asarray(values, dtype=float).ravel())
     if len(out) != ndim:

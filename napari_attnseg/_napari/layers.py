@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..orientation import axis_permutation, compose, inverse_permutation
-from ..volume import SPACING_NOMINAL, Volume, volume_from_affine
+from ..volume import DIRECTION_NOMINAL, SPACING_NOMINAL, Volume, volume_from_affine
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +212,7 @@ def layer_to_volume(layer: Any, data: np.ndarray | None = None) -> Volume:
         warnings = tuple(meta.get("warnings", ()))
     else:
         header, modality, source, provenance, warnings = {}, "", None, {}, ()
+        header[DIRECTION_NOMINAL] = True  # another reader's affine need not say where the patient lies
         # another reader's layer, or a bare array: napari's default scale 1 is not a voxel size
         lin = np.asarray(affine, dtype=float)[:-1, :-1]
         if np.allclose(np.linalg.norm(lin, axis=0), 1.0):

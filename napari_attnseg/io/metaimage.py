@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ReadError
-from ..volume import Volume, volume_from_affine, zyx_affine_from_nifti
+from ..volume import DIRECTION_NOMINAL, Volume, volume_from_affine, zyx_affine_from_nifti
 from ._common import as_label_array, check_file, looks_like_labels, replace_nonfinite
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,8 @@ def read_metaimage(path: str | Path) -> Volume:
     if is_labels and not np.issubdtype(data.dtype, np.integer):
         data = as_label_array(data)
     header = {"format": "metaimage", "element_type": etype, "qform_code": 1, "sform_code": 1,
-              "anatomical_orientation": fields.get("AnatomicalOrientation", "")}
+              "anatomical_orientation": fields.get("AnatomicalOrientation", ""),
+              DIRECTION_NOMINAL: "TransformMatrix" not in fields}  # (its aliases are renamed to it)
     try:
         return volume_from_affine(data, zyx_affine_from_nifti(aff), is_labels=is_labels,
                                   source=str(path), header=header, warnings=tuple(warnings))

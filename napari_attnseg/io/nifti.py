@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ReadError
-from ..volume import (SPACING_NOMINAL, Volume, geometry_from_affine, volume_from_affine,
+from ..volume import (DIRECTION_NOMINAL, SPACING_NOMINAL, Volume, geometry_from_affine, volume_from_affine,
                       zyx_affine_from_nifti)
 from ._common import as_label_array, replace_nonfinite, squeeze_trailing
 from .validate import (check_axes, check_memory, check_spacing, is_gzip, label_hint,
@@ -276,6 +276,9 @@ def read_nifti(path: str | Path, *, split_4d: int | None = None) -> Volume:
         # no qform/sform and a pixdim of 1 (ACDC as published): the voxel size was never written
         SPACING_NOMINAL: (int(hdr["qform_code"]) == 0 and int(hdr["sform_code"]) == 0
                           and all(float(v) == 1.0 for v in np.asarray(hdr["pixdim"])[1:1 + min(3, len(spatial_file_shape))])),
+        # no qform/sform at all (OpenKBP as published): nibabel's fallback affine is not the
+        # patient's orientation
+        DIRECTION_NOMINAL: int(hdr["qform_code"]) == 0 and int(hdr["sform_code"]) == 0,
         "nifti_qform_params": _qform_params(hdr),
         "nifti_dtype": str(img.get_data_dtype()),
         "scl": (None if slope is None else float(slope), None if inter is None else float(inter)),

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingDependencyError, ReadError
-from ..volume import SPACING_NOMINAL, Volume, volume_from_affine, zyx_affine_from_nifti
+from ..volume import DIRECTION_NOMINAL, SPACING_NOMINAL, Volume, volume_from_affine, zyx_affine_from_nifti
 from ._common import as_label_array, looks_like_labels, replace_nonfinite
 from .validate import check_memory, label_hint, require_regular_file
 
@@ -201,6 +201,7 @@ def read_nrrd(path: str | Path, *, split_4d: int | None = None) -> Volume:
         "qform_code": 1,
         "sform_code": 1,
         SPACING_NOMINAL: any(m.endswith("has no voxel size; 1.0 mm assumed") for m in w_affine),
+        DIRECTION_NOMINAL: "space directions" not in header,
     }
     if split_4d is not None:
         hdr["split_4d"] = int(split_4d)
