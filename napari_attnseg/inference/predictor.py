@@ -52,7 +52,7 @@ from .preprocess import (
     stack_context,
     to_canonical,
 )
-from .preprocess import inplane_shape, model_inplane_factors, resize_inplane
+from .preprocess import inplane_shape, model_inplane_factors, resize_inplane, slice_reorientation
 from .sliding_window import count_windows, labels_from_probabilities, sliding_window_job
 
 logger = logging.getLogger(__name__)
@@ -302,19 +302,20 @@ def input_warnings(model: Any, volume: Volume | np.ndarray,
 
     config = config or PredictConfig()
     volume = as_volume(model, volume)
+    out = []
     preset, norm = _preset_and_norm(model, volume, config)
     if preset == "CT" and not norm.get("percentiles"):
         problem = ct_intensity_problem(volume.data)
         if problem:
-            return [f"not in Hounsfield units: {problem}"]
-    return []
+            out.append(f"not in Hounsfield units: {problem}")
+    return out
 
 
 def _prepare(model: Any, volume: Volume, intensity: IntensityParams) -> _Prepared:
     data = intensity.apply(volume.data)
     np.nan_to_num(data, copy=False, nan=(intensity.lo - intensity.shift) / intensity.scale)
     if model_dims(model) == 2:
-        reo2 = Reorientation(slice_order(volume), ())
+        reo2 = slice_reorientation(model.spec, volume)  # axial, and as the model was trained
         if not reo2.is_identity:
             data = np.ascontiguousarray(to_canonical(data, reo2))
         zoomed = inplane_shape(data.shape, inplane_factors(model, volume))
@@ -342,7 +343,7 @@ def inplane_factors(model: Any, volume: Volume) -> tuple[float, float]:
     :func:`~napari_attnseg.volume.spacing_is_nominal`), the factor that brings a pixel size
     outside that range to its nearest end (:func:`~.preprocess.inplane_factors`; training and
     fine-tuning resize their slices by the same factors)."""
-    return model_inplane_factors(model.spec, volume, slice_order(volume) if volume.ndim == 3 else (0, 1))
+    return model_inplane_factors(model.spec, volume, slice_reorientation(model.spec, volume).perm)
 
 
 def rescale_note(model: Any, volume: Volume) -> str:
@@ -355,7 +356,7 @@ def rescale_note(model: Any, volume: Volume) -> str:
     fy, fx = inplane_factors(model, volume)
     if (fy, fx) == (zoom, zoom):
         return ""
-    order = slice_order(volume) if volume.ndim == 3 else (0, 1)
+    order = slice_reorientation(model.spec, volume).perm
     pixel = " x ".join(f"{float(volume.spacing[a]):.3g}" for a in order[-2:])
     trained = f"{rng[0]:g}" if rng[0] == rng[1] else f"{rng[0]:g}-{rng[1]:g}"
     return (f"{pixel} mm pixels, outside the {trained} mm the model was trained on: "
@@ -390,7 +391,7 @@ def _restore(probs: np.ndarray, prep: _Prepared) -> np.ndarray:
 def model_grid_shape(model: Any, volume: Volume) -> tuple[int, ...]:
     """Spatial shape the network will see (after reorientation and resampling)."""
     if model_dims(model) == 2:
-        return inplane_shape(tuple(volume.shape[p] for p in slice_order(volume)),
+        return inplane_shape(tuple(volume.shape[p] for p in slice_reorientation(model.spec, volume).perm),
                              inplane_factors(model, volume))
     reo = canonical_reorientation(volume.direction)
     shape = tuple(volume.shape[p] for p in reo.perm)
@@ -401,11 +402,23 @@ def model_grid_shape(model: Any, volume: Volume) -> tuple[int, ...]:
     return shape
 
 
+def tta_note(model: Any, config: PredictConfig) -> str:
+    """"" unless the caller asked for mirror TTA and the model cannot take it; then why, in
+    words (``attnseg predict`` logs it, the Segment info line shows it)."""
+    if config.tta and not getattr(getattr(model, "spec", None), "mirrors", True):
+        return ("mirror TTA is off: this model was trained without mirrored images (its labels "
+                "name sides, or its training did not flip), so a flipped image is one it never saw")
+    return ""
+
+
 def effective_tta(model: Any, config: PredictConfig) -> bool:
     """Whether a run mirrors: the caller's ``config.tta``, else what the model declares."""
+    spec = getattr(model, "spec", None)
+    if not getattr(spec, "mirrors", True):
+        return False  # trained without mirrored images: flipped ones are images it never saw
     if config.tta is not None:
         return bool(config.tta)
-    return bool(getattr(getattr(model, "spec", None), "tta", False))
+    return bool(getattr(spec, "tta", False))
 
 
 def plan_prediction(model: Any, volume: Volume | np.ndarray, config: PredictConfig | None = None,
@@ -521,6 +534,9 @@ def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig |
     warnings = input_warnings(model, volume, config) if check_input else []
     for message in warnings:
         logger.warning("%s: %s", volume.source or "the image", message)
+    note = tta_note(model, config) if check_input else ""
+    if note:
+        logger.warning("%s: %s", volume.source or "the image", note)
     rescale = rescale_note(model, volume) if check_input else ""
     if rescale:
         logger.info("%s: %s", volume.source or "the image", rescale)
@@ -574,9 +590,13 @@ def slice_volume(volume: Volume, index: int) -> Volume:
         raise ValueError(f"slice index {index} is outside 0..{volume.shape[0] - 1}")
     d = np.asarray(volume.direction)
     origin = np.asarray(volume.origin) + d[:, 0] * volume.spacing[0] * index
-    # keep the in-plane axes' world components along world axes 1, 2
+    # keep the in-plane axes' world components along world axes 1, 2 (an oblique scan's
+    # normalized: their signs tell a model which way the patient lies)
+    inplane = d[1:, 1:]
+    if not np.allclose(d[0, 1:], 0):
+        inplane = inplane / np.maximum(np.linalg.norm(inplane, axis=0), 1e-12)
     return Volume(data=volume.data[index], spacing=volume.spacing[1:], origin=origin[1:],
-                  direction=d[1:, 1:] if np.allclose(d[0, 1:], 0) else None,
+                  direction=inplane,
                   modality=volume.modality, source=volume.source, header=volume.header)
 
 

@@ -217,6 +217,26 @@ def canonical_reorientation(direction: np.ndarray) -> Reorientation:
     return Reorientation(perm, flip)
 
 
+def slice_reorientation(spec: Any, volume: Any) -> Reorientation:
+    """How a 2D model's slices are cut from ``volume`` (its array, or a 2D slice of one): the
+    axes in world order (:func:`~napari_attnseg.orientation.axis_permutation`: axial slices
+    whatever the storage order) or, where the model declares the ``orientation`` it was trained
+    in and the volume's orientation is known (not
+    :func:`~napari_attnseg.volume.direction_is_nominal`), transposed and reversed to run as its
+    training arrays did. A scan stored with its rows toward posterior (DICOM) or its columns
+    toward the right is then seen as the training scans were, not as a mirror image (which
+    swapped the left and right kidneys) or a rotated one. Training, fine-tuning and inference
+    all cut with it."""
+    from ..orientation import axis_permutation, reorientation_to
+    from ..volume import direction_is_nominal
+
+    direction = np.asarray(volume.direction, dtype=float)
+    code = getattr(spec, "orientation", None)
+    if not code or direction_is_nominal(volume):
+        return Reorientation(axis_permutation(direction), ())
+    return Reorientation(*reorientation_to(direction, code))
+
+
 def to_canonical(data: np.ndarray, reo: Reorientation, channels_first: bool = False) -> np.ndarray:
     off = 1 if channels_first else 0
     axes = tuple(range(off)) + tuple(p + off for p in reo.perm)
@@ -288,7 +308,7 @@ def stack_context(data: np.ndarray, k: int) -> np.ndarray:
     if not 0 <= k <= MAX_CONTEXT_SLICES:
         raise ValueError(f"context_slices must be in 0..{MAX_CONTEXT_SLICES}, got {k}")
     if data.ndim == 2:
-        return np.ascontiguousarray(np.broadcast_to(data, (2 * k + 1,) + data.shape))
+        return np.repeat(data[None], 2 * k + 1, axis=0)  # a writable copy (a broadcast view is read-only)
     if data.ndim != 3:
         raise ValueError(f"2.5D input needs (z, y, x) slices or one (y, x) image, got shape {data.shape}")
     if k == 0:

@@ -184,9 +184,15 @@ class UncertaintyResult:
 
 
 def flip_uncertainty_job(model: Any, volume: Any, config: Any = None,
-                         flips: Iterable[tuple[int, ...]] = DEFAULT_FLIPS) -> Job[UncertaintyResult]:
+                         flips: Iterable[tuple[int, ...]] | None = None) -> Job[UncertaintyResult]:
     """Predict ``volume`` once per flip (flipping the input, flipping the probabilities back)
     and return the mean probabilities, their entropy and the flips' disagreement.
+
+    ``flips`` default: :data:`DEFAULT_FLIPS` for a model trained on mirrored images
+    (``ModelSpec.mirrors``); for one that was not (labels that name a side: a flipped abdomen
+    is an image it never saw, and its disagreement would be everywhere) the one unflipped
+    prediction, its entropy, and no disagreement (zeros). Explicit flips for such a model are
+    a ValueError.
 
     ``model`` is a :class:`~napari_attnseg.model.checkpoint.LoadedModel`, ``volume`` a
     :class:`~napari_attnseg.volume.Volume`, ``config`` a
@@ -198,8 +204,15 @@ def flip_uncertainty_job(model: Any, volume: Any, config: Any = None,
 
     from .predictor import PredictConfig, as_volume, intensity_for, predict_job
 
+    mirrors = getattr(getattr(model, "spec", None), "mirrors", True)
+    if flips is None:
+        flips = DEFAULT_FLIPS if mirrors else ((),)
+    elif not mirrors:
+        raise ValueError("this model was trained without mirrored images (its labels name sides, "
+                         "or its training did not flip): flipped predictions are not a measure of "
+                         "its uncertainty")
     flips = tuple(tuple(int(a) for a in f) for f in flips)
-    if len(flips) < 2:
+    if len(flips) < 2 and mirrors:
         raise ValueError(f"flip_uncertainty_job needs at least 2 flips, got {flips}")
     nd = volume.ndim
     for f in flips:
@@ -237,7 +250,8 @@ def flip_uncertainty_job(model: Any, volume: Any, config: Any = None,
     result = UncertaintyResult(
         probabilities=mean,
         entropy=entropy_map(mean),
-        disagreement=flip_disagreement(members),
+        disagreement=(flip_disagreement(members) if len(members) > 1
+                      else np.zeros(mean.shape[1:], np.float32)),
         flips=flips,
         seconds=time.perf_counter() - t0,
     )

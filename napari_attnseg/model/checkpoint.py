@@ -59,6 +59,43 @@ def _tuple_of(value: Any, kind: type, what: str) -> tuple:
         raise ValueError(f"{what} must be a list of numbers, got {value!r}") from exc
 
 
+_SIDE_WORDS = {"right": "left", "left": "right", "r": "l", "l": "r"}
+
+
+def _other_side(name: str) -> str | None:
+    """``name`` with its side swapped ("right parotid" -> "left parotid", "Parotid_L" ->
+    "Parotid_R", the case kept), or None when it names no side."""
+    import re
+
+    parts = re.split(r"([\s_\-.]+)", name)
+    words = [p.lower() for p in parts]
+    for i, w in enumerate(words):
+        other = _SIDE_WORDS.get(w)
+        if other is None or (len(w) == 1 and i not in (0, len(parts) - 1)):
+            continue  # single letters count only at either end ("L_kidney", "Kidney_R")
+        if len(w) == 1 and len(parts) == 1:
+            continue
+        p = parts[i]
+        swapped = other.upper() if p.isupper() else (other.capitalize() if p[:1].isupper() else other)
+        return "".join(parts[:i] + [swapped] + parts[i + 1:])
+    return None
+
+
+def mirror_label_permutation(label_names: dict) -> tuple[int, ...] | None:
+    """``perm`` with ``probs[perm]`` the class probabilities of the left-right mirror image: each
+    class whose name names a side swaps with the class of the other side (matched by name, case
+    ignored); ``None`` when no pair exists. Mirror test-time augmentation and the flip
+    uncertainty apply it, so a mirrored right kidney counts as the right kidney."""
+    names = {int(k): str(v) for k, v in label_names.items()}
+    index = {v.lower(): k for k, v in names.items()}
+    perm = list(range(max(names) + 1)) if names else []
+    for k, v in names.items():
+        other = _other_side(v)
+        if other is not None and other.lower() in index:
+            perm[k] = index[other.lower()]
+    return tuple(perm) if perm != sorted(perm) else None
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything besides the weights that a model needs to be used correctly.
@@ -90,6 +127,12 @@ class ModelSpec:
     1 mm CT is seen at the training scale; a nominal spacing (no geometry in the file) is used
     as it is. ``None``: the image's own pixels (:func:`napari_attnseg.inference.preprocess.
     inplane_factors`).
+    ``orientation`` (2D models): the directions the network's slice, row and column axes ran
+    toward in training, one letter each from S/I, A/P and R/L ("SAL": slices toward superior,
+    rows toward anterior, columns toward the patient's left). A scan whose orientation is known
+    is transposed and reversed to run that way before the network and back after
+    (:func:`napari_attnseg.inference.preprocess.slice_reorientation`), so a model whose labels
+    name a side never sees a mirror image. ``None``: the axes in world order, as stored.
     """
 
     arch: UNetConfig
@@ -108,6 +151,7 @@ class ModelSpec:
     tta: bool = False
     context_slices: int = 0
     inplane_spacing: tuple[float, float] | None = None
+    orientation: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, UNetConfig):
@@ -156,6 +200,14 @@ class ModelSpec:
                 raise ValueError(f"inplane_spacing must be [lo, hi] pixel sizes in mm with 0 < lo <= hi, "
                                  f"got {self.inplane_spacing!r}")
             object.__setattr__(self, "inplane_spacing", rng)
+        if self.orientation is not None:
+            from ..orientation import is_orientation_code
+
+            if dims != 2:
+                raise ValueError(f"orientation applies to 2D models only (this one is {dims}D)")
+            if not is_orientation_code(self.orientation):
+                raise ValueError("orientation must be 3 letters, one each of S/I, A/P and R/L, the slices' "
+                                 f"first (e.g. 'SAL'), got {self.orientation!r}")
         for name in ("normalization", "provenance"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
@@ -191,6 +243,21 @@ class ModelSpec:
                              f"neighbours on each side), got {self.arch.in_channels}")
 
     @property
+    def mirror_permutation(self) -> tuple[int, ...] | None:
+        """The class order of a left-right mirror image (:func:`mirror_label_permutation` of the
+        label names: "right kidney" <-> "left kidney"); ``None`` when no label names a side."""
+        return mirror_label_permutation(self.label_names)
+
+    @property
+    def mirrors(self) -> bool:
+        """Whether the model was trained on mirrored images, so that mirror TTA, the flip
+        uncertainty and flip augmentation in a fine-tune show it images like its training
+        ones: not when its labels name a side (taught without flips) or its training says
+        ``mirror: false`` (CHAOS, OpenKBP: a mirrored head CT scored Dice 0.00 on the brainstem)."""
+        params = (self.provenance or {}).get("params") or {}
+        return self.mirror_permutation is None and params.get("mirror", True) is not False
+
+    @property
     def n_classes(self) -> int:
         """Number of classes, background included (``arch.out_channels``)."""
         return self.arch.out_channels
@@ -214,6 +281,7 @@ class ModelSpec:
             **({"tta": True} if self.tta else {}),
             **({"context_slices": self.context_slices} if self.context_slices else {}),
             **({"inplane_spacing": list(self.inplane_spacing)} if self.inplane_spacing else {}),
+            **({"orientation": self.orientation} if self.orientation else {}),
         }
 
     @classmethod

@@ -258,6 +258,16 @@ def _check_preprocessing(c: _Checker, config: dict[str, Any], dims: int, divisor
     if k and cin != 2 * k + 1:
         raise c.fail("context_slices", f"{k} needs arch.in_channels = {2 * k + 1} (the slice and {k} "
                                        f"neighbours on each side), got {cin}")
+    code = config.get("orientation")
+    if code is not None:
+        from ..orientation import is_orientation_code
+
+        if dims != 2:
+            raise c.fail("orientation", f"applies to 2D models only (this one is {dims}D)")
+        if not is_orientation_code(code):
+            raise c.fail("orientation", "must be null or 3 letters, one each of S/I, A/P and R/L, "
+                                        "the slices' first (the directions of the network's slice, "
+                                        f"row and column axes, e.g. \"SAL\"), got {code!r}")
 
 
 def _check_normalization(c: _Checker, norm: Any) -> None:

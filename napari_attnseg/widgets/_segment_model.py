@@ -130,7 +130,8 @@ class SegmentOptions:
 def plan_info(model: Any, volume: Any, options: SegmentOptions) -> tuple[str, bool]:
     """(info text, runnable) for the info line: windows, device, memory plan (compute thread)."""
     from ..inference.device import device_summary, select_device
-    from ..inference.predictor import effective_tta, input_warnings, plan_prediction, rescale_note
+    from ..inference.predictor import (effective_tta, input_warnings, plan_prediction, rescale_note,
+                                       tta_note)
 
     cfg = options.predict_config()
     device = select_device(cfg.device)
@@ -142,6 +143,9 @@ def plan_info(model: Any, volume: Any, options: SegmentOptions) -> tuple[str, bo
     rescale = rescale_note(model, volume)
     if rescale:
         text += f" {rescale[0].upper()}{rescale[1:]}."
+    note = tta_note(model, cfg)
+    if note:
+        text += f" {note[0].upper()}{note[1:]}."
     if effective_tta(model, cfg):
         text += (" Mirror TTA on" + (" (the model's default)" if cfg.tta is None else "")
                  + ": ~4x the time.")
