@@ -147,9 +147,10 @@ def _label_keys(names) -> dict:
     return {int(k): re.sub(r"[^a-z0-9]", "", re.sub(r"\(.*?\)", "", str(v).lower())) for k, v in dict(names).items()}
 
 
-def _init_weights(network, ref: str, arch, label_names) -> str:
+def _init_weights(network, ref: str, arch, label_names) -> tuple[str, str | None]:
     """Load ``ref``'s weights into ``network`` (warm start); a different architecture or label
-    set is a ModelError naming the difference. Returns the model's id for the provenance."""
+    set is a ModelError naming the difference. Returns the model's id for the provenance and
+    the orientation it declares (its weights learned that frame)."""
     from ..errors import ModelError
     from ..model.checkpoint import load_model
     from ..model.registry import ModelRegistry
@@ -169,7 +170,7 @@ def _init_weights(network, ref: str, arch, label_names) -> str:
     else:
         logger.info("starting from the weights of %s", loaded.model_id)
     network.load_state_dict(state)
-    return loaded.model_id
+    return loaded.model_id, getattr(loaded.spec, "orientation", None)
 
 
 def inflated_state(state: dict, target: dict) -> dict:
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     from ..model.attention_unet import AttentionUNet, UNetConfig
     from ..model.checkpoint import ModelSpec, save_model
     from ..model.registry import ModelRegistry, default_root
-    from ..training.dataset import read_dataset, split_by_group
+    from ..training.dataset import read_dataset, split_by_group, training_orientation
     from ..training.distributed import cleanup, device_for_rank, init_from_env
     from ..training.loop import TrainConfig, train_job
     from ._scribbles import sparse_train_options
@@ -239,7 +240,14 @@ def run(args: argparse.Namespace) -> int:
         else default_root() / ".checkpoints" / args.name)
     torch.manual_seed(args.seed)
     network = AttentionUNet(arch)
-    parent = _init_weights(network, args.init_model, arch, info.label_names) if args.init_model else None
+    parent, orientation = (_init_weights(network, args.init_model, arch, info.label_names)
+                           if args.init_model else (None, None))
+    if dims == 2:  # the frame its slices are cut in: the parent's where it declares one
+        orientation = orientation or training_orientation(pairs)
+        spec = dataclasses.replace(spec, orientation=orientation)
+        if orientation:
+            logger.info("slices cut as %s (rows toward %s, columns toward %s)", orientation,
+                        orientation[1], orientation[2])
     logger.info("training on %d cases, validating on %d (%s)", len(train_pairs), len(val_pairs), info.name)
     job = train_job(network, spec, train_pairs, val_pairs, config, checkpoint_dir=ckpt, resume=args.resume,
                     device=device)

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import ReadError
-from ..orientation import axis_permutation
 from .partial_labels import encode_partial
 from ..volume import Volume
 
@@ -218,6 +217,21 @@ def _at_model_scale(spec: Any, volume: Any, order: Sequence[int], image: np.ndar
             pp.resize_labels_inplane(mask, shape))
 
 
+def training_orientation(pairs: Sequence[TrainingPair]) -> str | None:
+    """The orientation a new 2D model declares (``ModelSpec.orientation``): the most common one
+    (:func:`~napari_attnseg.orientation.orientation_code`) of the training volumes whose orientation
+    is known; the others are reoriented to it when their slices are cut. ``None`` when none is
+    (2D images, bare arrays, NIfTI files without qform/sform, NRRD without space directions)."""
+    from collections import Counter
+
+    from ..orientation import orientation_code
+    from ..volume import direction_is_nominal
+
+    codes = Counter(orientation_code(p.image.direction) for p in pairs
+                    if p.image.ndim == 3 and not direction_is_nominal(p.image))
+    return codes.most_common(1)[0][0] if codes else None
+
+
 def prepare_pairs(pairs: Sequence[TrainingPair], spec: Any, n_classes: int) -> list[PreparedItem]:
     """Bring ``pairs`` to what the network sees (same code path as inference).
 
@@ -253,11 +267,14 @@ def prepare_pairs(pairs: Sequence[TrainingPair], spec: Any, n_classes: int) -> l
                                           labels, mask, name))
                 continue
             # the slices inference cuts (axial for a patient volume, whatever the storage
-            # order: a PSR or LIP file is transposed to world order, as the predictor does)
-            perm = axis_permutation(pair.image.direction)
-            if perm != (0, 1, 2):
-                image, labels, mask = (np.transpose(a, perm) for a in (image, labels, mask))
+            # order: a PSR or LIP file is transposed to world order, as the predictor does;
+            # reversed where it runs against the model's declared orientation)
+            reo = pp.slice_reorientation(spec, pair.image)
+            perm = reo.perm
+            if not reo.is_identity:
+                image, labels, mask = (pp.to_canonical(a, reo) for a in (image, labels, mask))
             cut = "axial " if perm != (0, 1, 2) else ""
+            cut += "reversed " if reo.flip else ""
             image, labels, mask = _at_model_scale(spec, pair.image, perm, image, labels, mask)
             # 2.5D: each item's image is (2k + 1, H, W), the slice and its neighbours
             stack = pp.stack_context(image, context) if context else None

@@ -179,6 +179,9 @@ def finetune_job(base: Any, pairs: Sequence[TrainingPair], config: TrainConfig |
     from ..model.registry import ModelRegistry
 
     config = config or TrainConfig()
+    if config.mirror and not getattr(base.spec, "mirrors", True):
+        # a model trained without flips (labels that name a side) is not taught mirrored anatomy
+        config = dataclasses.replace(config, mirror=False)
     registry = registry if registry is not None else ModelRegistry()
     if not pairs:
         raise TrainingDataError("no image/labels pairs to fine-tune on")

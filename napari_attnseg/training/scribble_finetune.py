@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,23 +181,29 @@ def prepare_targets(base: Any, image: Any, scribbles: Any, config: ScribbleFinet
     scr = np.asarray(scribbles)
     if scr.shape != raw.shape:
         raise ValueError(f"scribbles have shape {scr.shape} but the image has {raw.shape}")
-    from ..orientation import axis_permutation
-
-    if raw.ndim == 3 and axis_permutation(image.direction) != (0, 1, 2):
-        raise ValueError("the scribble fine-tune needs a scan stored slice by slice along axis 0 "
-                         "(reorient it first)")
     images = _normalize(image, base.spec).astype(np.float32)
     n_classes = base.spec.arch.out_channels
+    from ..inference import preprocess as pp
+
+    # the slices as the model cuts them (axial whatever the storage order, and transposed and
+    # reversed to the orientation it declares); the targets stay in that frame, only the
+    # adapted weights leave it
+    reo = pp.slice_reorientation(base.spec, image)
+    if not reo.is_identity:
+        stored = np.shape(image.data)
+        raw, scr, images = (np.ascontiguousarray(pp.to_canonical(a, reo)) for a in (raw, scr, images))
+        if corrected is not None:
+            corrected = pp.to_canonical(np.asarray(corrected).reshape(stored), reo)
+        if probabilities is not None:
+            probabilities = pp.to_canonical(np.asarray(probabilities, np.float32).reshape(
+                (n_classes,) + stored), reo, channels_first=True)
     if raw.ndim == 2:
         raw, scr, images = raw[None], scr[None], images[None]
     # the network works at the model's scale (its inplane_zoom and declared pixel sizes), as
     # inference and the corrected-labels fine-tune cut slices: a 0.7 mm scan trains a
     # 1.37-1.68 mm model at 1.37 mm. The strokes are corrected at the scan's own pixels (thin
     # strokes survive), the targets then resized to the model's grid.
-    from ..inference import preprocess as pp
-
-    shape = pp.inplane_shape(raw.shape, pp.model_inplane_factors(base.spec, image,
-                                                                  tuple(range(np.ndim(image.data)))))
+    shape = pp.inplane_shape(raw.shape, pp.model_inplane_factors(base.spec, image, reo.perm))
     resized = shape != raw.shape
     if resized:
         images = pp.resize_inplane(images, shape)
@@ -222,7 +229,7 @@ def prepare_targets(base: Any, image: Any, scribbles: Any, config: ScribbleFinet
         probs = base_probs
     labels = np.zeros(raw.shape, np.int64)
     weights = np.zeros(raw.shape, np.float32)
-    sp = tuple(float(s) for s in image.spacing)[-2:]
+    sp = tuple(float(image.spacing[a]) for a in reo.perm)[-2:]
     params = params or ScribbleParams(modality=getattr(image, "modality", "") or "")
     for z in slices:
         if config.target == "scribbles":
@@ -269,6 +276,8 @@ def scribble_finetune_job(base: Any, image: Any = None, scribbles: Any = None,
     if base.spec.arch.spatial_dims != 2:
         raise ValueError("the scribble fine-tune adapts 2D models only (this one is "
                          f"{base.spec.arch.spatial_dims}D)")
+    if config.mirror and not getattr(base.spec, "mirrors", True):
+        config = dataclasses.replace(config, mirror=False)  # no mirrored anatomy for side-named labels
     if targets is None:
         if image is None or scribbles is None:
             raise ValueError("give the image and its scribbles (or prepared targets)")

@@ -121,7 +121,6 @@ def build_scribble_request(viewer: Any, pairs: list[tuple[str, str]], ref: str, 
     from .._napari.layers import layer_to_volume
     from ..model.checkpoint import read_spec
     from ..model.registry import ModelRegistry
-    from ..orientation import axis_permutation
     from ..training.scribble_finetune import ScribbleFinetuneConfig
 
     problems = pair_problems(viewer, pairs, lambda ly: [])
@@ -132,10 +131,7 @@ def build_scribble_request(viewer: Any, pairs: list[tuple[str, str]], ref: str, 
     reg = ModelRegistry()
     base_path = reg.resolve(ref)
     spec = read_spec(base_path)
-    image = layer_to_volume(img, np.array(img.data))
-    if image.ndim == 3 and axis_permutation(image.direction) != (0, 1, 2):
-        raise ValueError(f"'{img_name}' is not stored slice by slice along its first axis: the "
-                         "scribble fine-tune cannot cut it as the model does")
+    image = layer_to_volume(img, np.array(img.data))  # (the core cuts it as the model does)
     core = to_core_scribbles(np.asarray(lab.data))
     from ..interactive import IGNORE
 
