@@ -234,7 +234,7 @@ def test_time_budget_and_stop_event_end_the_run_with_best_weights():
     import threading
 
     tr, va = split_reviewed_slices([_pair()], seed=0)
-    res = train(_net(), _spec(), tr, va, _cfg(epochs=50, max_seconds=0.01))
+    res = train(_net(), _spec(), tr, va, _cfg(epochs=50, max_seconds=1e-6))
     assert res.stopped == "time_budget" and res.steps == 1
     ev = threading.Event()
     job = train_job(_net(), _spec(), tr, va, _cfg(epochs=50), stop=ev)
