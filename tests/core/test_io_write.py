@@ -13,7 +13,7 @@ from napari_attnseg._napari.layers import layer_to_volume, volume_to_layer_kwarg
 from napari_attnseg.errors import WriteError
 from napari_attnseg.io import read_volume, write_volume
 from napari_attnseg.io import writers as writers_mod
-from napari_attnseg.volume import Volume
+from napari_attnseg.volume import DIRECTION_NOMINAL, Volume
 
 
 RNG = np.random.default_rng(0)
@@ -79,7 +79,7 @@ def test_through_layers(tmp_path, kind):
     assert np.array_equal(np.asanyarray(b.dataobj), lab)
     # without metadata (another plugin's layer): scale/translate/affine give the geometry
     v2 = layer_to_volume(fake_layer(vol, metadata=False, labels=True))
-    assert v2.header == {}
+    assert v2.header == {DIRECTION_NOMINAL: True}  # nothing of the file's header; its orientation unknown
     out2 = write_volume(v2, tmp_path / "l2.nii.gz")
     b2 = nib.load(str(out2))
     np.testing.assert_allclose(b2.affine, nib.load(str(src)).affine, rtol=1e-6, atol=1e-5)

@@ -7,7 +7,7 @@ import pytest
 
 from napari_attnseg._napari.layers import (META_KEY, derived_layer_kwargs, layer_data_tuple,
                                            layer_to_volume, volume_to_layer_kwargs)
-from napari_attnseg.volume import Volume
+from napari_attnseg.volume import DIRECTION_NOMINAL, Volume
 
 
 def _rotation(ax, angle):
@@ -89,7 +89,7 @@ def test_foreign_layer_uses_its_transform():
     for idx in [(0, 0, 0), (2, 3, 4)]:
         np.testing.assert_allclose((vol.affine @ np.r_[idx, 1])[:3], _napari_world(layer, idx),
                                    atol=1e-9)
-    assert vol.header == {} and vol.modality == ""
+    assert vol.header == {DIRECTION_NOMINAL: True} and vol.modality == ""  # another reader's affine
 
 
 def test_rotate_and_shear_are_included():
@@ -111,7 +111,7 @@ def test_stale_metadata_is_ignored_when_shape_differs():
     kwargs = volume_to_layer_kwargs(vol)
     layer = _fake_layer(np.zeros((3, 4, 6)), kwargs)
     back = layer_to_volume(layer)
-    assert back.header == {} and back.modality == ""
+    assert back.header == {DIRECTION_NOMINAL: True} and back.modality == ""
     np.testing.assert_allclose(back.spacing, (1.0, 2.0, 3.0))
 
 
