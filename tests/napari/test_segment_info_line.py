@@ -167,3 +167,27 @@ def test_info_line_says_when_slices_are_resized_to_the_models_pixel_sizes(make_n
     assert "0.7 x 0.7 mm pixels, outside the 1.37-1.68 mm" in _settled(w, qtbot)
     w.image_combo.setCurrentText("typical")
     assert "outside" not in _settled(w, qtbot)
+
+
+def test_info_line_says_why_a_side_labelled_model_does_not_mirror(make_napari_viewer, qtbot, tmp_path,
+                                                                  monkeypatch):
+    """Mirror TTA asked for on a model whose labels name sides: the info line says it is off and
+    why, and never promises "Mirror TTA on"; an unsided model with TTA asked for does mirror."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    viewer = make_napari_viewer()
+    _phantom(viewer)
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    torch.manual_seed(0)
+    cfg = UNetConfig(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8, 16))
+    spec = ModelSpec(arch=cfg, label_names={0: "background", 1: "right parotid", 2: "left parotid"},
+                     modality="CT", patch_size=(32, 32), name="sided", version="1")
+    w.set_model_folder(save_model(tmp_path / "sided", AttentionUNet(cfg), spec))
+    w.window_combo.setCurrentText("slice")
+    w.tta_combo.setCurrentText("on")
+    text = _settled(w, qtbot)
+    assert "Mirror TTA is off" in text and "labels name sides" in text and "Mirror TTA on" not in text, text
+    w.set_model_folder(_tiny_model(tmp_path))
+    w.tta_combo.setCurrentText("on")
+    text = _settled(w, qtbot)
+    assert "Mirror TTA on" in text and "is off" not in text, text
