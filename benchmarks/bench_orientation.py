@@ -34,9 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from napari_attnseg.benchmark.splits import case_of, split_subjects  # noqa: E402
+from napari_attnseg.benchmark.splits import case_of, held_out_entries  # noqa: E402
 from napari_attnseg.benchmark.stats import bootstrap_ci  # noqa: E402
-from napari_attnseg.training.dataset import subject_of  # noqa: E402
 
 #: the file as read, its direction nominal (only with ``--true-orientation``)
 AS_READ = "the published file (no orientation)"
@@ -104,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.is_dir():
         print(f"skipped: {folder} is absent")
         return 0
-    _, test = split_subjects(folder)
-    meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
-    entries = [e for e in meta["training"] if subject_of(case_of(e)) in set(test)]
+    entries = held_out_entries(folder)
     if args.limit:
         entries = entries[: args.limit]
     models = {ref: load_model(ModelRegistry().resolve(ref)) for ref in args.models}

@@ -13,7 +13,6 @@ also says what ``precision="auto"`` (the default) resolves to on this machine. D
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from napari_attnseg.benchmark.splits import case_of, split_subjects, subject_of  # noqa: E402
+from napari_attnseg.benchmark.splits import held_out_entries  # noqa: E402
 
 MODELS = {"acdc": "acdc-cardiac-mr-2d", "chaos_mr_t2": "chaos-abdomen-mr-2d",
           "openkbp_ct": "openkbp-headneck-ct-2d"}
@@ -40,9 +39,7 @@ def _dice_mean(pred: np.ndarray, gt: np.ndarray, classes: list[int]) -> float:
 
 
 def _cases(folder: Path, n: int) -> list[tuple[Path, Path, dict]]:
-    _, test = split_subjects(folder)
-    meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
-    entries = [e for e in meta["training"] if subject_of(case_of(e)) in set(test)][:n]
+    entries = held_out_entries(folder)[:n]
     return [(folder / e["image"], folder / e["label"], {}) for e in entries]
 
 

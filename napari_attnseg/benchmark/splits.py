@@ -51,6 +51,15 @@ def split_subjects(folder: str | Path) -> tuple[list[str], list[str]]:
     return train, test
 
 
+def held_out_entries(folder: str | Path) -> list[dict]:
+    """The dataset.json entries of ``folder``'s test patients (:func:`split_subjects`), in file
+    order: what the benchmarks score."""
+    folder = Path(folder)
+    _, test = split_subjects(folder)
+    _, entries = _entries(folder)
+    return [e for e in entries if subject_of(case_of(e)) in set(test)]
+
+
 def write_subset(src: str | Path, dst: str | Path, subjects: list[str]) -> Path:
     """A Decathlon folder at ``dst`` holding only ``subjects``' cases of ``src`` (links)."""
     src, dst = Path(src).resolve(), Path(dst)

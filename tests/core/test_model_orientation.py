@@ -273,3 +273,22 @@ def test_fine_tunes_do_not_mirror_a_model_that_was_not(tmp_path, monkeypatch):
     assert cfg.mirror
     drain(ft.finetune_job(sided, [pair], cfg, registry=ModelRegistry(tmp_path / "reg"), name="o"))
     assert seen["config"].mirror is False
+
+
+def test_heart_chambers_are_no_mirror_pair_and_the_training_record_decides(tmp_path):
+    """ACDC's "right ventricle" / "left ventricle" are told apart by shape, and its model was
+    trained on flipped hearts: it keeps its declared mirror TTA (its 0.904 needs it)."""
+    heart = {0: "background", 1: "right ventricle", 2: "myocardium", 3: "left ventricle"}
+    assert mirror_label_permutation(heart) is None
+    assert mirror_label_permutation({0: "bg", 1: "Right_Atrium", 2: "Left_Atrium"}) is None
+    assert mirror_label_permutation({0: "bg", 1: "right lung", 2: "left lung"}) == (0, 2, 1)
+    on = PredictConfig(device="cpu", precision="fp32", tta=True)
+    flipped_kidneys = _model(tmp_path, orientation=None, mirror=True)  # sided labels, trained on flips
+    assert flipped_kidneys.spec.mirrors and effective_tta(flipped_kidneys, on)
+    from napari_attnseg.model.registry import ModelRegistry
+
+    acdc = load_model(ModelRegistry(root=tmp_path / "none").resolve("acdc-cardiac-mr-2d"))
+    assert acdc.spec.tta and acdc.spec.mirrors and effective_tta(acdc, PredictConfig())
+    for name in ("chaos-abdomen-mr-2d", "openkbp-headneck-ct-2d"):
+        m = load_model(ModelRegistry(root=tmp_path / "none").resolve(name))
+        assert not m.spec.mirrors and not effective_tta(m, on), name
