@@ -8,6 +8,7 @@
 #   bash scripts/train_real_models.sh acdc-v2          # ACDC v2: from v1's weights, bf16, 9 000 steps
 #   bash scripts/train_real_models.sh openkbp-v2       # OpenKBP v2: from v1's weights, bf16, 12 000 steps
 #   bash scripts/train_real_models.sh openkbp-25d      # OpenKBP 2.5D (2 neighbouring slices a side), from v2
+#   bash scripts/train_real_models.sh openkbp-coronal  # OpenKBP coronal 2D model (to average with the axial one)
 #   bash scripts/train_real_models.sh acdc-scribbles   # ACDC from its real scribbles only (issue 13)
 #   bash scripts/train_real_models.sh acdc-pseudo      # ACDC from random-walker pseudo-labels of its scribbles
 #
@@ -129,6 +130,27 @@ openkbp-25d)
         --epochs ${OPENKBP_EPOCHS:-18} --steps-per-epoch 250 --max-seconds ${OPENKBP_SECONDS:-5700} --val-fraction 0.1 --patience 0 \
         --seed 0 --threads ${THREADS:-2} -q
     ;;
+openkbp-coronal)
+    # session 13: a coronal 2D model (benchmarks/openkbp_multiview.py writes coronal stacks of the
+    # training patients: head-to-foot rows, left-right columns), from v2's axial weights, to be
+    # averaged with the axial model; bf16 (native on this session's CPU), annealed in the budget.
+    [ -d "$WORK/openkbp_coronal_train" ] || "$PY" benchmarks/openkbp_multiview.py write "$WORK/openkbp_coronal_train"
+    "$ATTNSEG" train "$WORK/openkbp_coronal_train" -o "$WORK/openkbp-headneck-ct-2d-coronal" --checkpoint-dir "$WORK/openkbp-coronal.ckpt" $RES \
+        --init-model openkbp-headneck-ct-2d@2 --precision ${PRECISION:-bf16} --lr 3e-4 \
+        --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 128 128 --batch-size 16 --no-mirror \
+        --epochs ${OPENKBP_EPOCHS:-16} --steps-per-epoch 250 --max-seconds ${OPENKBP_SECONDS:-5400} --val-fraction 0.1 --patience 0 \
+        --seed 0 --threads ${THREADS:-2} -q
+    ;;
+openkbp-coronal-v2)
+    # the coronal model of 4 000 steps never predicted the esophagus or the larynx (few coronal
+    # slices show them): 8 000 more steps from its weights, class-balanced foreground crops
+    [ -d "$WORK/openkbp_coronal_train" ] || "$PY" benchmarks/openkbp_multiview.py write "$WORK/openkbp_coronal_train"
+    "$ATTNSEG" train "$WORK/openkbp_coronal_train" -o "$WORK/openkbp-headneck-ct-2d-coronal-v2" --checkpoint-dir "$WORK/openkbp-coronal-v2.ckpt" $RES \
+        --init-model "$WORK/openkbp-headneck-ct-2d-coronal" --fg-sampling class --precision ${PRECISION:-bf16} --lr 3e-4 \
+        --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 128 128 --batch-size 16 --no-mirror \
+        --epochs ${OPENKBP_EPOCHS:-32} --steps-per-epoch 250 --max-seconds ${OPENKBP_SECONDS:-3900} --val-fraction 0.1 --patience 0 \
+        --seed 0 --threads ${THREADS:-2} -q
+    ;;
 hc18)
     # HC18 at 1/2 resolution (800x540 -> 400x270 px; v1 ran at 1/4), the benchmark's training
     # subjects only (its test subjects are left out of the folder); 10 % validate.
@@ -148,5 +170,5 @@ d.pop(CONFIG_HASH_KEY, None); d[CONFIG_HASH_KEY] = config_hash(d)
 json.dump(d, open(p, 'w'), indent=2)" "$WORK/hc18-ultrasound-2d/config.json"
     ;;
 *)
-    echo "unknown model: $1 (acdc, acdc-v2, acdc-scribbles, acdc-pseudo, chaos, openkbp, openkbp-v2, openkbp-v3, openkbp-25d, hc18)" >&2; exit 2 ;;
+    echo "unknown model: $1 (acdc, acdc-v2, acdc-scribbles, acdc-pseudo, chaos, openkbp, openkbp-v2, openkbp-v3, openkbp-25d, openkbp-coronal, openkbp-coronal-v2, hc18)" >&2; exit 2 ;;
 esac

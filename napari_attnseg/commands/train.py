@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mirror", action="store_true",
                         help="no flips or 90-degree rotations in the augmentation (for classes named by side: "
                              "left/right kidney, parotid)")
+    parser.add_argument("--fg-sampling", default="voxel", choices=("voxel", "class"),
+                        help="the foreground-centred third of the crops: on a random labelled voxel (voxel), or on "
+                             "a class drawn uniformly first (class: organs in few slices are seen as often as "
+                             "big ones)")
     parser.add_argument("--labels-dir", default="labelsTr",
                         help="train on the label files of this folder of a Decathlon dataset instead of labelsTr "
                              "(e.g. ACDC's scribblesTr)")
@@ -230,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
                      name=args.name or Path(args.output).name, context_slices=context)
     config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, max_seconds=args.max_seconds,
                          batch_size=args.batch_size, lr=args.lr, patch_size=patch, augment=not args.no_augment,
-                         mirror=not args.no_mirror,
+                         mirror=not args.no_mirror, fg_sampling=args.fg_sampling,
                          val_fraction=args.val_fraction, early_stopping_patience=args.patience, seed=args.seed,
                          precision=args.precision, deep_supervision=not args.no_deep_supervision,
                          num_threads=args.threads, **sparse_train_options(args))

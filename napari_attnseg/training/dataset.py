@@ -306,6 +306,10 @@ def prepare_pairs(pairs: Sequence[TrainingPair], spec: Any, n_classes: int) -> l
 
 
 # --------------------------------------------------------------------------- sampling
+#: how the foreground-centred crops choose their voxel (BatchSampler, TrainConfig.fg_sampling)
+FG_SAMPLING = ("voxel", "class")
+
+
 class BatchSampler:
     """Seeded random crops of ``patch_size`` from prepared items, with optional augmentation.
 
@@ -316,7 +320,9 @@ class BatchSampler:
     """
 
     def __init__(self, items: Sequence[PreparedItem], patch_size: Sequence[int], augment: bool = True,
-                 fg_fraction: float = 1.0 / 3.0, mirror: bool = True):
+                 fg_fraction: float = 1.0 / 3.0, mirror: bool = True, fg_sampling: str = "voxel"):
+        if fg_sampling not in FG_SAMPLING:
+            raise ValueError(f"fg_sampling must be one of {FG_SAMPLING}, got {fg_sampling!r}")
         if not items:
             raise ValueError("no training data: no reviewed voxels in the training pairs")
         self.items = list(items)
@@ -334,6 +340,17 @@ class BatchSampler:
         # weight items by their number of trainable voxels
         w = np.array([max(1, int(it.mask.sum())) for it in self.items], float)
         self.weights = w / w.sum()
+        # "class": the foreground crops pick a class first, uniformly among those labelled, then
+        # an item holding it (nnU-Net's class-balanced sampling): a class in few slices (a coronal
+        # esophagus) is centred on as often as one in many
+        self.class_items: dict[int, np.ndarray] = {}
+        if fg_sampling == "class":
+            held: dict[int, list[int]] = {}
+            for i, it in enumerate(self.items):
+                if it.fg_coords is not None:
+                    for c in np.unique(it.labels[tuple(it.fg_coords.T)]).tolist():
+                        held.setdefault(int(c), []).append(i)
+            self.class_items = {c: np.array(v) for c, v in sorted(held.items())}
 
     def sample_seeds(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
         """One 63-bit seed per sample of a global batch (advances ``rng`` identically everywhere)."""
@@ -354,7 +371,15 @@ class BatchSampler:
         rng = np.random.default_rng(seed)
         it = self.items[int(rng.choice(len(self.items), p=self.weights))]
         centre = None
-        if it.fg_coords is not None and rng.random() < self.fg_fraction:
+        if self.class_items:
+            if rng.random() < self.fg_fraction:
+                classes = list(self.class_items)
+                c = classes[int(rng.integers(len(classes)))]
+                held = self.class_items[c]
+                it = self.items[int(held[int(rng.integers(len(held)))])]
+                coords = np.argwhere((it.labels == c) & it.mask)
+                centre = coords[int(rng.integers(len(coords)))]
+        elif it.fg_coords is not None and rng.random() < self.fg_fraction:
             centre = it.fg_coords[int(rng.integers(len(it.fg_coords)))]
         return random_crop(it.image, it.labels, it.mask, self.patch, rng, centre=centre, augment=self.augment,
                            params=self.params)

@@ -48,7 +48,7 @@ import torch
 from .._options import choose
 from .._progress import Job, Progress, drain
 from ..errors import AttnsegError, ModelError
-from .dataset import BatchSampler, PreparedItem, TrainingPair, prepare_pairs
+from .dataset import FG_SAMPLING, BatchSampler, PreparedItem, TrainingPair, prepare_pairs
 from .losses import DiceCELoss
 from .partial_labels import unknown_mask
 
@@ -94,6 +94,9 @@ class TrainConfig:
     #: the pairwise gated-CRF term that spreads the supervision along the image (losses.py)
     dice_weight: float = 1.0
     pairwise_weight: float = 0.0
+    #: the foreground-centred third of the crops: "voxel", a random labelled voxel (big organs
+    #: dominate); "class", a class drawn uniformly first (dataset.BatchSampler)
+    fg_sampling: str = "voxel"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "steps_per_epoch", "batch_size"):
@@ -122,6 +125,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+        object.__setattr__(self, "fg_sampling", choose(self.fg_sampling, FG_SAMPLING, "fg_sampling"))
         if self.num_threads is not None and int(self.num_threads) < 1:
             raise ValueError(f"num_threads must be a positive integer, got {self.num_threads!r}")
 
@@ -277,7 +281,8 @@ def train_job(network: torch.nn.Module, spec: Any, train_pairs: Sequence[Trainin
         raise ValueError("no training data: the training pairs have no reviewed voxels")
     if not val_items:
         raise ValueError("no validation data: the validation pairs have no reviewed voxels")
-    sampler = BatchSampler(train_items, config.patch_size, augment=config.augment, mirror=config.mirror)
+    sampler = BatchSampler(train_items, config.patch_size, augment=config.augment, mirror=config.mirror,
+                           fg_sampling=config.fg_sampling)
 
     old_threads = torch.get_num_threads()
     old_det = torch.are_deterministic_algorithms_enabled()

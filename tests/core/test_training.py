@@ -146,6 +146,37 @@ def test_inputs_are_not_modified_by_sampling():
     assert len(items) == 5  # one per reviewed slice
 
 
+def test_class_balanced_sampling_centres_a_rare_class_as_often_as_a_common_one():
+    from napari_attnseg.training.dataset import PreparedItem
+
+    items = []
+    for i in range(60):  # class 1 in every slice, class 2 (4 px) in one: a coronal esophagus
+        lab = np.zeros((32, 32), np.int64)
+        lab[4:14, 4:14] = 1
+        if i == 7:
+            lab[24:26, 24:26] = 2
+        mask = np.ones((32, 32), bool)
+        mask[0] = False  # centres come from trainable voxels only
+        it = PreparedItem(np.zeros((32, 32), np.float32), lab, mask)
+        it.fg_coords = np.argwhere((lab > 0) & mask)
+        items.append(it)
+
+    def rare_share(mode):
+        sampler = BatchSampler(items, PATCH, augment=False, fg_sampling=mode)
+        rng = np.random.default_rng(0)
+        _, lab, _ = sampler.build(sampler.sample_seeds(rng, 1200))
+        return float((lab == 2).any(axis=(1, 2)).mean())
+
+    voxel, balanced = rare_share("voxel"), rare_share("class")
+    # voxel: ~1/60 of the slices hold it; class: half of the foreground third centre on it
+    assert voxel < 0.04 and 0.12 < balanced < 0.22
+    with pytest.raises(ValueError, match="fg_sampling"):
+        BatchSampler(items, PATCH, fg_sampling="organ")
+    with pytest.raises(ValueError, match="fg_sampling"):
+        TrainConfig(fg_sampling="organ")
+    assert TrainConfig(fg_sampling="Class").fg_sampling == "class"
+
+
 # --------------------------------------------------------------------------- losses
 def test_unreviewed_voxels_have_no_effect_on_the_gradient():
     torch.manual_seed(0)
