@@ -1,7 +1,8 @@
 """Copy a trained model folder into the package (``napari_attnseg/models/NAME/VERSION``).
 
     .venv/bin/python scripts/ship_model.py /tmp/attnseg_real/openkbp-headneck-ct-2d \
-        openkbp-headneck-ct-2d 1 --anatomy "head and neck" [--set inplane_zoom=0.5] [--test JSON]
+        openkbp-headneck-ct-2d 1 --anatomy "head and neck" [--set inplane_zoom=0.5] [--test JSON] \
+        [--view FOLDER AXES WEIGHT]   # e.g. --view /tmp/coronal 2,0,1 0.5 (napari_attnseg.model.views)
 
 Sets the name, version, anatomy (and any ``--set key=JSON`` entry), records the held-out test
 scores from a ``bench_real_models.py --json`` file under ``provenance.test``, recomputes the
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--anatomy", required=True)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
     ap.add_argument("--test", type=Path, help="bench_real_models.py --json output to record")
+    ap.add_argument("--view", nargs=3, action="append", default=[], metavar=("FOLDER", "AXES", "WEIGHT"),
+                    help="a trained model folder to average with this one, cutting the volume along AXES "
+                         "(a permutation of the model's slice frame, e.g. 2,0,1: coronal) with WEIGHT")
     args = ap.parse_args(argv)
     dst = ROOT / "napari_attnseg" / "models" / args.name / args.version
     if dst.exists():
@@ -56,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         if (args.src / name).is_file() and name != "config.json":
             shutil.copy2(args.src / name, tmp / name)
     (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    if args.view:
+        from napari_attnseg.model.views import attach_views
+
+        attach_views(tmp, [(Path(f), tuple(int(a) for a in axes.split(",")), float(w)) for f, axes, w in args.view])
     model = load_model(tmp)
     tmp.rename(dst)
     print(f"shipped {model.spec.name}@{model.spec.version} ({model.spec.modality}, "

@@ -521,10 +521,11 @@ def _windows_with_oom_retry(net: torch.nn.Module, prep: _Prepared, model: Any,
 
 def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig | None = None,
                 *, intensity: IntensityParams | None = None,
-                check_input: bool = True) -> Job[Prediction]:
+                check_input: bool = True, views: bool = True) -> Job[Prediction]:
     """Segment ``volume``; yields progress per batch; returns a :class:`Prediction`.
     ``check_input=False`` skips :func:`input_warnings` and the resize note (a part of a volume
-    already checked whole: the slice preview's slab, the uncertainty's mirrored copies)."""
+    already checked whole: the slice preview's slab, the uncertainty's mirrored copies).
+    ``views=False``: the model alone, without its further views (:mod:`.views`; the preview)."""
     config = config or PredictConfig()
     volume = as_volume(model, volume)
     device = select_device(config.device)
@@ -549,6 +550,11 @@ def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig |
     probs = yield from _windows_with_oom_retry(
         net, prep, model, dataclasses.replace(config, precision=precision), device, plan)
     probs = _restore(probs, prep)
+    n_views = len(getattr(model, "views", ()) or ()) if views and volume.ndim == 3 else 0
+    if n_views:
+        from .views import averaged
+
+        probs = yield from averaged(model, volume, probs, config, predict_job)
     labels = labels_from_probabilities(probs)
     steps = tuple(getattr(getattr(model, "spec", None), "postprocess", ()) or ())
     if steps:
@@ -559,6 +565,7 @@ def predict_job(model: Any, volume: Volume | np.ndarray, config: PredictConfig |
     extra = {"memory_plan": plan.decision, "backend": backend,
              "precision": precision, "tta": effective_tta(model, config),
              **({"postprocess": list(steps)} if steps else {}),
+             **({"views": [v.model_id for v, _, _ in model.views]} if n_views else {}),
              **({"input_warnings": warnings} if warnings else {}),
              **({"inplane_factors": list(inplane_factors(model, volume))} if rescale else {})}
     prov = _provenance(model, config, volume, intensity, device, plan.n_windows, seconds, extra)
@@ -636,7 +643,8 @@ def predict_slice(model: Any, volume: Volume | np.ndarray, index: int,
                      direction=d, modality=volume.modality, source=volume.source,
                      header=volume.header)
         keep = index - z0
-    res = drain(predict_job(model, sub, config, intensity=intensity, check_input=False))
+    # a model's further views (a coronal network) need the whole volume: the preview is the model's
+    res = drain(predict_job(model, sub, config, intensity=intensity, check_input=False, views=False))
     probs, labels = res.probabilities, res.labels
     if keep is not None:
         probs, labels = probs[:, keep], labels[keep]

@@ -158,6 +158,8 @@ class ModelSpec:
     context_slices: int = 0
     inplane_spacing: tuple[float, float] | None = None
     orientation: str | None = None
+    #: further 2D views averaged with this model's probabilities (:mod:`.views`)
+    views: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, UNetConfig):
@@ -214,6 +216,12 @@ class ModelSpec:
             if not is_orientation_code(self.orientation):
                 raise ValueError("orientation must be 3 letters, one each of S/I, A/P and R/L, the slices' "
                                  f"first (e.g. 'SAL'), got {self.orientation!r}")
+        from .views import normalized_views, views_problem
+
+        problem = views_problem(self.views, dims)
+        if problem:
+            raise ValueError(f"views {problem}")
+        object.__setattr__(self, "views", normalized_views(self.views))
         for name in ("normalization", "provenance"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
@@ -291,6 +299,7 @@ class ModelSpec:
             **({"context_slices": self.context_slices} if self.context_slices else {}),
             **({"inplane_spacing": list(self.inplane_spacing)} if self.inplane_spacing else {}),
             **({"orientation": self.orientation} if self.orientation else {}),
+            **({"views": [dict(v) for v in self.views]} if self.views else {}),
         }
 
     @classmethod
@@ -323,6 +332,8 @@ class LoadedModel:
     spec: ModelSpec
     folder: Path
     weights_sha256: str
+    #: ``(LoadedModel, axes, weight)`` per view of ``spec.views`` (:mod:`.views`)
+    views: tuple = ()
 
     @property
     def model_id(self) -> str:
@@ -353,6 +364,9 @@ def save_model(folder: str | Path, network: AttentionUNet, spec: ModelSpec, *, o
             f"the network's architecture {network.config.to_dict()} differs from the spec's {spec.arch.to_dict()}; "
             "build the spec with arch=network.config"
         )
+    if spec.views:
+        raise ModelError(f"save_model writes one network; {spec.name}'s views ({', '.join(v['folder'] for v in spec.views)}) "
+                         "are model folders of their own: save it with views=() (a fine-tune tunes the model alone)")
     if folder.exists() and not overwrite:
         raise WriteError(folder, "a model folder already exists here; choose another folder or pass overwrite=True")
     if folder.exists() and not folder.is_dir():
@@ -514,4 +528,9 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Loaded
         )
     network.load_state_dict(state, strict=True)
     network.to(torch.device(device)).eval()
-    return LoadedModel(network=network, spec=spec, folder=folder, weights_sha256=sha)
+    views = ()
+    if spec.views:
+        from .views import load_views
+
+        views = load_views(folder, spec, device, load_model)
+    return LoadedModel(network=network, spec=spec, folder=folder, weights_sha256=sha, views=views)

@@ -270,6 +270,14 @@ def _check_preprocessing(c: _Checker, config: dict[str, Any], dims: int, divisor
                                         f"row and column axes, e.g. \"SAL\"), got {code!r}")
 
 
+    if "views" in config:
+        from .views import views_problem
+
+        problem = views_problem(config["views"], dims)
+        if problem:
+            raise c.fail("views", problem)
+
+
 def _check_normalization(c: _Checker, norm: Any) -> None:
     if not isinstance(norm, dict):
         raise c.fail("normalization", f"must be a JSON object, got {norm!r}")

@@ -268,7 +268,7 @@ def _finetune(base: Any, pairs: list[TrainingPair], train_pairs: list[TrainingPa
     }
     network.load_state_dict(result.state_dict)
     network.to("cpu").eval()
-    spec = dataclasses.replace(base.spec, provenance=provenance)
+    spec = dataclasses.replace(base.spec, provenance=provenance, views=())  # the model alone is tuned
     entry = registry.add_version(name, network, spec, parent=base.model_id, activate=activate)
     if activate:
         note = f"{dice}: saved as {entry.ref}, now active"

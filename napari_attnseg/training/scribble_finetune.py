@@ -432,6 +432,6 @@ def save_scribble_finetune(base: Any, result: ScribbleFinetuneResult, registry: 
         "seconds": result.seconds, "note": result.note, "gate": result.gate,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    spec = dataclasses.replace(base.spec, provenance=provenance)
+    spec = dataclasses.replace(base.spec, provenance=provenance, views=())  # the model alone is tuned
     return registry.add_version(name, result.network, spec, parent=base.model_id, activate=activate)
 
