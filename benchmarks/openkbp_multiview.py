@@ -105,10 +105,15 @@ def evaluate(args: argparse.Namespace) -> int:
         print(f"skipped: {src} is absent")
         return 0
     _, test = split_subjects(src)
-    meta = json.loads((src / "dataset.json").read_text(encoding="utf-8"))
-    entries = [e for e in meta["training"] if subject_of(case_of(e)) in set(test)][: args.limit]
     reg = ModelRegistry()
     ax_model, co_model = load_model(reg.resolve(args.axial)), load_model(reg.resolve(args.coronal))
+    if args.subjects == "validation":  # for choosing the weight without the test patients
+        test = [str(s) for s in (co_model.spec.provenance or {}).get("val_cases", [])]
+        assert test == [str(s) for s in (ax_model.spec.provenance or {}).get("val_cases", [])], \
+            "the two models validated on different patients"
+        print(f"the models' {len(test)} validation patients: {' '.join(test)}")
+    meta = json.loads((src / "dataset.json").read_text(encoding="utf-8"))
+    entries = [e for e in meta["training"] if subject_of(case_of(e)) in set(test)][: args.limit]
     config = PredictConfig(tta=False)
     classes = [int(k) for k in ax_model.spec.label_names if int(k) > 0]
     weights = [float(w) for w in args.weights]
@@ -136,7 +141,8 @@ def evaluate(args: argparse.Namespace) -> int:
         print(case_of(e), " ".join(f"{k}={v['mean_dice']:.4f}" for k, v in row.items() if isinstance(v, dict)),
               f"({t1 - t0:.2f} s + {t2 - t1:.2f} s)", flush=True)
     names = [k for k in rows[0] if isinstance(rows[0][k], dict)]
-    summary = {"axial": args.axial, "coronal": args.coronal, "n_volumes": len(rows), "test_subjects": test,
+    summary = {"axial": args.axial, "coronal": args.coronal, "n_volumes": len(rows), "subjects": args.subjects,
+               "patients": test,
                "threads": args.threads}
     base = np.array([r["axial"]["mean_dice"] for r in rows])
     for name in names:
@@ -169,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--data", default=DATA)
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--subjects", default="test", choices=("test", "validation"),
+                   help="the held-out test patients, or the models' own validation patients (to choose a weight)")
     e.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.cmd == "write":

@@ -358,7 +358,7 @@ def rescale_note(model: Any, volume: Volume) -> str:
         return ""
     order = slice_reorientation(model.spec, volume).perm
     pixel = " x ".join(f"{float(volume.spacing[a]):.3g}" for a in order[-2:])
-    trained = f"{rng[0]:g}" if rng[0] == rng[1] else f"{rng[0]:g}-{rng[1]:g}"
+    trained = " x ".join(f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}" for lo, hi in zip(rng[0::2], rng[1::2]))
     return (f"{pixel} mm pixels, outside the {trained} mm the model was trained on: "
             f"slices resized x{fy / zoom:.3g} x {fx / zoom:.3g} for the network, labels on the scan's grid")
 

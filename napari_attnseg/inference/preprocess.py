@@ -143,9 +143,10 @@ def inplane_factors(zoom: float, spacing_range: Sequence[float] | None,
     zoom = float(zoom or 1.0)
     if spacing_range is None or pixel is None:
         return zoom, zoom
-    lo, hi = (float(v) for v in spacing_range)
+    r = [float(v) for v in spacing_range]
+    ranges = [r[0:2], r[2:4]] if len(r) == 4 else [r, r]  # (lo, hi, lo, hi): rows, columns apart
     out = []
-    for s in pixel:
+    for s, (lo, hi) in zip(pixel, ranges):
         s = float(s)
         out.append(zoom * (s / min(max(s, lo), hi)) if s > 0 and np.isfinite(s) else zoom)
     return out[0], out[1]

@@ -14,12 +14,15 @@ from . import preprocess as pp
 
 def view_volume(model: Any, volume: Volume, axes: tuple[int, ...]) -> Volume:
     """``volume`` as a view with ``axes`` cuts it: in the model's slice frame, permuted. Its
-    geometry is the identity (a view has no orientation: it cuts the array as given)."""
+    geometry is the identity (a view has no orientation: it cuts the array as given); its
+    spacing, permuted, is the scan's (a nominal one stays nominal: no resize from it)."""
     reo = pp.slice_reorientation(model.spec, volume)
     data = np.transpose(pp.to_canonical(np.asarray(volume.data), reo), axes)
     spacing = pp.reoriented_spacing(volume.spacing, reo)
+    from ..volume import SPACING_NOMINAL, spacing_is_nominal
+
     return Volume(data=data, spacing=tuple(spacing[a] for a in axes), modality=volume.modality,
-                  source=volume.source)
+                  source=volume.source, header={SPACING_NOMINAL: True} if spacing_is_nominal(volume) else {})
 
 
 def from_view(model: Any, volume: Volume, axes: tuple[int, ...], probs: np.ndarray) -> np.ndarray:

@@ -128,7 +128,8 @@ class ModelSpec:
     (``arch.in_channels = 2 * context_slices + 1``; built by
     :func:`napari_attnseg.inference.preprocess.stack_context`); 0: the slice alone.
     ``inplane_spacing`` (2D models): ``(lo, hi)``, the in-plane pixel sizes in mm the model was
-    trained on. A slice whose (known) pixel size lies outside is resized to the nearest end
+    trained on, or ``(lo, hi, lo, hi)`` for its rows and its columns apart (a coronal view:
+    rows along the slice spacing, columns across the patient). A slice whose (known) pixel size lies outside is resized to the nearest end
     before the network, and the result back to the slice's grid, so a scanner's 0.7 mm cine or
     1 mm CT is seen at the training scale; a nominal spacing (no geometry in the file) is used
     as it is. ``None``: the image's own pixels (:func:`napari_attnseg.inference.preprocess.
@@ -156,7 +157,7 @@ class ModelSpec:
     postprocess: tuple[str, ...] = ()
     tta: bool = False
     context_slices: int = 0
-    inplane_spacing: tuple[float, float] | None = None
+    inplane_spacing: tuple[float, ...] | None = None
     orientation: str | None = None
     #: further 2D views averaged with this model's probabilities (:mod:`.views`)
     views: tuple[dict, ...] = ()
@@ -204,9 +205,9 @@ class ModelSpec:
             rng = _tuple_of(self.inplane_spacing, float, "inplane_spacing")
             if dims != 2:
                 raise ValueError(f"inplane_spacing applies to 2D models only (this one is {dims}D)")
-            if len(rng) != 2 or not 0 < rng[0] <= rng[1]:
-                raise ValueError(f"inplane_spacing must be [lo, hi] pixel sizes in mm with 0 < lo <= hi, "
-                                 f"got {self.inplane_spacing!r}")
+            if len(rng) not in (2, 4) or not all(0 < rng[i] <= rng[i + 1] for i in range(0, len(rng), 2)):
+                raise ValueError(f"inplane_spacing must be [lo, hi] pixel sizes in mm with 0 < lo <= hi "
+                                 f"(or [lo, hi, lo, hi]: rows, columns), got {self.inplane_spacing!r}")
             object.__setattr__(self, "inplane_spacing", rng)
         if self.orientation is not None:
             from ..orientation import is_orientation_code

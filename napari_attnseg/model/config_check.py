@@ -231,12 +231,14 @@ def _check_preprocessing(c: _Checker, config: dict[str, Any], dims: int, divisor
     if rng is not None:
         if dims != 2:
             raise c.fail("inplane_spacing", f"applies to 2D models only (this one is {dims}D)")
-        if not isinstance(rng, list) or len(rng) != 2:
-            raise c.fail("inplane_spacing", f"must be null or [lo, hi] pixel sizes in mm, got {rng!r}")
-        lo, hi = (c.number("inplane_spacing", v) for v in rng)
-        if not SPACING_RANGE[0] <= lo <= hi <= SPACING_RANGE[1]:
-            raise c.fail("inplane_spacing", f"must be [lo, hi] with {SPACING_RANGE[0]} <= lo <= hi <= "
-                                            f"{SPACING_RANGE[1]} mm, got {rng}")
+        if not isinstance(rng, list) or len(rng) not in (2, 4):
+            raise c.fail("inplane_spacing", f"must be null or [lo, hi] pixel sizes in mm (or [lo, hi, lo, hi]: "
+                                            f"rows, columns), got {rng!r}")
+        values = [c.number("inplane_spacing", v) for v in rng]
+        for lo, hi in zip(values[0::2], values[1::2]):
+            if not SPACING_RANGE[0] <= lo <= hi <= SPACING_RANGE[1]:
+                raise c.fail("inplane_spacing", f"must be [lo, hi] with {SPACING_RANGE[0]} <= lo <= hi <= "
+                                                f"{SPACING_RANGE[1]} mm, got {rng}")
     _check_normalization(c, config.get("normalization", {}))
     steps = config.get("postprocess", [])
     if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):

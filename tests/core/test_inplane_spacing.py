@@ -46,6 +46,9 @@ def test_factors_bring_a_pixel_size_to_the_nearest_end_of_the_range():
     assert factors_for(0.5, (1.0, 1.5), (0.5, 1.2)) == (0.25, 0.5)  # times the model's zoom
     assert factors_for(0.5, None, (0.5, 0.5)) == (0.5, 0.5)  # no range: the zoom alone
     assert factors_for(1.0, (1.0, 1.5), None) == (1.0, 1.0)  # pixel size unknown
+    # rows and columns apart (a coronal view: rows along 2-3 mm slices, columns across 3.75-4.9 mm)
+    assert factors_for(1.0, (2.0, 3.0, 3.75, 4.9), (2.5, 1.0)) == (1.0, 1.0 / 3.75)
+    assert factors_for(1.0, (2.0, 3.0, 3.75, 4.9), (1.0, 4.0)) == (0.5, 1.0)
 
 
 def test_spec_and_config_checks(tmp_path):
@@ -55,7 +58,10 @@ def test_spec_and_config_checks(tmp_path):
     assert d["inplane_spacing"] == [1.37, 1.68] and ModelSpec.from_json_dict(d) == spec
     assert "inplane_spacing" not in dataclasses.replace(spec, inplane_spacing=None).to_json_dict()
     check_config(d, "config.json")
-    for bad in ([1.68, 1.37], [0, 1], [1.0], "1.5"):
+    rows_cols = dataclasses.replace(spec, inplane_spacing=[2.0, 3.0, 3.75, 4.9])
+    assert rows_cols.inplane_spacing == (2.0, 3.0, 3.75, 4.9)
+    check_config(rows_cols.to_json_dict(), "config.json")
+    for bad in ([1.68, 1.37], [0, 1], [1.0], "1.5", [1.0, 2.0, 3.0], [1.0, 2.0, 4.9, 3.75]):
         with pytest.raises(ValueError, match="inplane_spacing"):
             ModelSpec(arch=ARCH, label_names=LABELS, patch_size=(32, 32), inplane_spacing=bad)
         with pytest.raises(ModelError, match="inplane_spacing"):

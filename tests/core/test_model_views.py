@@ -125,3 +125,21 @@ def test_bad_views_are_refused(tmp_path, pair):
     with pytest.raises(ModelError, match="already"):
         attach_views(folder, [(coronal.folder, CORONAL, 0.2)])
     assert cfg["name"] == "coronal"
+
+
+def test_a_view_sees_its_own_training_scale(tmp_path):
+    from napari_attnseg.inference.predictor import inplane_factors
+    from napari_attnseg.inference.views import view_volume
+    from napari_attnseg.volume import SPACING_NOMINAL
+
+    spec = ModelSpec(arch=ARCH, label_names=LABELS, modality="CT", normalization={"preset": "CT"},
+                     patch_size=(32, 32), name="cor", inplane_spacing=(2.0, 3.0, 3.75, 4.9))
+    view = load_model(save_model(tmp_path / "cor", AttentionUNet(ARCH), spec))
+    model = load_model(_save(tmp_path, "ax", 0, orientation="SAL"))
+    clinical = Volume(np.zeros((12, 32, 40), np.float32), (2.5, 1.0, 1.0), direction=SAL, modality="CT")
+    cut = view_volume(model, clinical, CORONAL)
+    assert cut.shape == (40, 12, 32) and cut.spacing == (1.0, 2.5, 1.0)
+    # rows along the 2.5 mm slices (trained 2-3 mm): as they are; 1 mm columns to 3.75 mm
+    assert inplane_factors(view, cut) == pytest.approx((1.0, 1.0 / 3.75))
+    nominal = Volume(clinical.data, (1.0, 1.0, 1.0), direction=SAL, modality="CT", header={SPACING_NOMINAL: True})
+    assert inplane_factors(view, view_volume(model, nominal, CORONAL)) == (1.0, 1.0)
