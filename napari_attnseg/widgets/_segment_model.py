@@ -149,6 +149,11 @@ def plan_info(model: Any, volume: Any, options: SegmentOptions) -> tuple[str, bo
     if effective_tta(model, cfg):
         text += (" Mirror TTA on" + (" (the model's default)" if cfg.tta is None else "")
                  + ": ~4x the time.")
+    views = getattr(model, "views", ()) or ()
+    if views and getattr(volume, "ndim", 0) == 3:
+        text += (f" Averages {len(views)} more view{'s' if len(views) > 1 else ''} "
+                 f"({', '.join(v.spec.name for v, _, _ in views)}) over the whole volume; "
+                 "the slice preview is the model alone.")
     if device.type == "cpu":
         text += " Running on CPU: slower."
     return text, True

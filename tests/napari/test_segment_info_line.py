@@ -191,3 +191,20 @@ def test_info_line_says_why_a_side_labelled_model_does_not_mirror(make_napari_vi
     w.tta_combo.setCurrentText("on")
     text = _settled(w, qtbot)
     assert "Mirror TTA on" in text and "is off" not in text, text
+
+
+def test_info_line_says_a_model_averages_its_views(tmp_path):
+    """A model with a coronal view (ModelSpec.views): the info line names the view and says
+    the preview is the model alone."""
+    from napari_attnseg.model.checkpoint import load_model
+    from napari_attnseg.model.views import attach_views
+    from napari_attnseg.volume import Volume
+    from napari_attnseg.widgets._segment_model import SegmentOptions, plan_info
+
+    folder = attach_views(_tiny_model(tmp_path, "axial"), [(_tiny_model(tmp_path, "coronal"), (2, 0, 1), 0.5)])
+    model = load_model(folder)
+    volume = Volume(np.zeros((6, 32, 32), np.float32), (2.5, 1.0, 1.0), modality="CT")
+    text, ok = plan_info(model, volume, SegmentOptions())
+    assert ok and "Averages 1 more view (coronal) over the whole volume; the slice preview is the model alone." in text
+    alone, _ = plan_info(load_model(tmp_path / "coronal"), volume, SegmentOptions())
+    assert "view" not in alone
