@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.onnx_backend import export_onnx, export_torchscript
 
     written = (export_onnx if fmt == "onnx" else export_torchscript)(model, out)
+    if model.views:
+        sys.stderr.write(f"{written}: the {fmt} file holds {model.model_id}'s own network; its views "
+                         f"({', '.join(v.spec.name for v, _, _ in model.views)}) are not in it, so it segments "
+                         "as the model alone (the registry model averages them)\n")
     if not args.quiet:
         size = written.stat().st_size / 1e6
         sys.stderr.write(f"{written}: {model.model_id} as {fmt} ({size:.1f} MB), checked "

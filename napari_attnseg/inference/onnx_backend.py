@@ -57,7 +57,9 @@ def _example(model: Any, batch: int = 1, scale: int = 1) -> torch.Tensor:
 
 
 def _spec_json(model: Any) -> str:
-    return json.dumps(model.spec.to_json_dict(), default=str)
+    d = model.spec.to_json_dict()
+    d.pop("views", None)  # one file holds one network: the model alone (the export says so)
+    return json.dumps(d, default=str)
 
 
 def _atomic_bytes(path: Path, payload: bytes) -> None:

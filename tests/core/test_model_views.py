@@ -143,3 +143,18 @@ def test_a_view_sees_its_own_training_scale(tmp_path):
     assert inplane_factors(view, cut) == pytest.approx((1.0, 1.0 / 3.75))
     nominal = Volume(clinical.data, (1.0, 1.0, 1.0), direction=SAL, modality="CT", header={SPACING_NOMINAL: True})
     assert inplane_factors(view, view_volume(model, nominal, CORONAL)) == (1.0, 1.0)
+
+
+def test_an_exported_file_is_the_model_alone_and_says_so(pair, tmp_path, capsys):
+    import argparse
+
+    from napari_attnseg.commands import export
+    from napari_attnseg.inference.onnx_backend import _spec_json
+
+    _, _, both = pair
+    assert "views" not in json.loads(_spec_json(both)) and both.spec.views
+    parser = argparse.ArgumentParser()
+    export.add_arguments(parser)
+    out = tmp_path / "both.pt"
+    assert export.run(parser.parse_args([str(both.folder), "-o", str(out)])) == 0 and out.is_file()
+    assert "its views (coronal) are not in it" in capsys.readouterr().err
