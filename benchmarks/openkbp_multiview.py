@@ -132,6 +132,10 @@ def evaluate(args: argparse.Namespace) -> int:
         preds = {"axial": p_ax.argmax(0), "coronal": p_co.argmax(0)}
         for w in weights:
             preds[f"average w_coronal={w:g}"] = ((1.0 - w) * p_ax + w * p_co).argmax(0)
+        if args.geometric:  # the weighted mean of log-probabilities (a product of the two)
+            l_ax, l_co = np.log(np.maximum(p_ax, 1e-8)), np.log(np.maximum(p_co, 1e-8))
+            for w in weights:
+                preds[f"geometric w_coronal={w:g}"] = ((1.0 - w) * l_ax + w * l_co).argmax(0)
         contoured = set(e.get("contoured", classes))
         row = {"case": case_of(e), "seconds_axial": t1 - t0, "seconds_coronal": t2 - t1}
         for name, pred in preds.items():
@@ -177,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--limit", type=int, default=None)
     e.add_argument("--subjects", default="test", choices=("test", "validation"),
                    help="the held-out test patients, or the models' own validation patients (to choose a weight)")
+    e.add_argument("--geometric", action="store_true",
+                   help="also the weighted geometric means (log-probabilities averaged)")
     e.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.cmd == "write":

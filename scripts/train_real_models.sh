@@ -9,6 +9,7 @@
 #   bash scripts/train_real_models.sh openkbp-v2       # OpenKBP v2: from v1's weights, bf16, 12 000 steps
 #   bash scripts/train_real_models.sh openkbp-25d      # OpenKBP 2.5D (2 neighbouring slices a side), from v2
 #   bash scripts/train_real_models.sh openkbp-coronal  # OpenKBP coronal 2D model (to average with the axial one)
+#   bash scripts/train_real_models.sh openkbp-axial-class  # OpenKBP 2.5D axial from v5, class-balanced crops
 #   bash scripts/train_real_models.sh acdc-scribbles   # ACDC from its real scribbles only (issue 13)
 #   bash scripts/train_real_models.sh acdc-pseudo      # ACDC from random-walker pseudo-labels of its scribbles
 #
@@ -151,6 +152,17 @@ openkbp-coronal-v2)
         --epochs ${OPENKBP_EPOCHS:-32} --steps-per-epoch 250 --max-seconds ${OPENKBP_SECONDS:-3900} --val-fraction 0.1 --patience 0 \
         --seed 0 --threads ${THREADS:-2} -q
     ;;
+openkbp-axial-class)
+    # session 14: the shipped 2.5D axial weights (v5 = v6's axial model) trained further with
+    # class-balanced foreground crops, as the coronal v2 was (its esophagus and larynx came from
+    # them); bf16, an annealed schedule that fits the budget
+    subset openkbp_ct
+    "$ATTNSEG" train "$WORK/openkbp_ct_train" -o "$WORK/openkbp-headneck-ct-2d-axial-class" --checkpoint-dir "$WORK/openkbp-axial-class.ckpt" $RES \
+        --init-model openkbp-headneck-ct-2d@5 --context-slices 2 --fg-sampling class --precision ${PRECISION:-bf16} --lr 3e-4 \
+        --spatial-dims 2 --channels 16 32 64 128 256 --patch-size 128 128 --batch-size 16 --no-mirror \
+        --epochs ${OPENKBP_EPOCHS:-72} --steps-per-epoch 250 --max-seconds ${OPENKBP_SECONDS:-6600} --val-fraction 0.1 --patience 0 \
+        --seed 0 --threads ${THREADS:-2} -q
+    ;;
 hc18)
     # HC18 at 1/2 resolution (800x540 -> 400x270 px; v1 ran at 1/4), the benchmark's training
     # subjects only (its test subjects are left out of the folder); 10 % validate.
@@ -170,5 +182,5 @@ d.pop(CONFIG_HASH_KEY, None); d[CONFIG_HASH_KEY] = config_hash(d)
 json.dump(d, open(p, 'w'), indent=2)" "$WORK/hc18-ultrasound-2d/config.json"
     ;;
 *)
-    echo "unknown model: $1 (acdc, acdc-v2, acdc-scribbles, acdc-pseudo, chaos, openkbp, openkbp-v2, openkbp-v3, openkbp-25d, openkbp-coronal, openkbp-coronal-v2, hc18)" >&2; exit 2 ;;
+    echo "unknown model: $1 (acdc, acdc-v2, acdc-scribbles, acdc-pseudo, chaos, openkbp, openkbp-v2, openkbp-v3, openkbp-25d, openkbp-coronal, openkbp-coronal-v2, openkbp-axial-class, hc18)" >&2; exit 2 ;;
 esac
