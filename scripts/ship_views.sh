@@ -10,12 +10,20 @@
 # Then the held-out patients through the product path (attnseg's predict with the view):
 #   .venv/bin/python benchmarks/bench_real_models.py openkbp_ct --model /tmp/attnseg_real/openkbp-v6-staged \
 #       --threads 2 --json benchmarks/results/openkbp_v6_test.json
+#
+# Session 14: version 7 = the axial 2.5D network trained further with class-balanced crops
+# (scripts/train_real_models.sh openkbp-axial-class) plus the same coronal view:
+#   AXIAL=/tmp/attnseg_real/openkbp-headneck-ct-2d-axial-class VERSION=7 WEIGHT=0.5 bash scripts/ship_views.sh
+# (the trained folder gets version 5's label names, pixel range and anatomy first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 WORK=${WORK:-/tmp/attnseg_real}
 WEIGHT=${WEIGHT:?set WEIGHT, the coronal share chosen on the validation patients}
 M=napari_attnseg/models
+VERSION=${VERSION:-6}
+AXIAL=${AXIAL:-$M/openkbp-headneck-ct-2d/5}
+STAGED="$WORK/openkbp-v$VERSION-staged"
 # the view as shipped: the trained folder with its pixel ranges declared, named "coronal"
 rm -rf "$WORK/coronal"
 cp -r "$WORK/openkbp-headneck-ct-2d-coronal-v2" "$WORK/coronal"
@@ -34,15 +42,34 @@ c[CONFIG_HASH_KEY] = config_hash(c)
 p.write_text(json.dumps(c, indent=2))
 load_model(p.parent)
 EOF
+# the axial network: a packaged version as it is, or a trained folder given v5's label names,
+# pixel range (training patients' 5th-95th percentiles) and anatomy
+rm -rf "$WORK/axial"
+cp -r "$AXIAL" "$WORK/axial"
+rm -f "$WORK/axial/README.md"
+"$PY" - "$WORK/axial" <<'EOF'
+import json, sys
+from pathlib import Path
+from napari_attnseg.model.config_check import CONFIG_HASH_KEY, config_hash
+from napari_attnseg.model.checkpoint import load_model
+p = Path(sys.argv[1]) / "config.json"
+c = json.loads(p.read_text())
+v5 = json.loads(Path("napari_attnseg/models/openkbp-headneck-ct-2d/5/config.json").read_text())
+assert c["orientation"] == v5["orientation"] and c["context_slices"] == v5["context_slices"]
+c.update(label_names=v5["label_names"], inplane_spacing=v5["inplane_spacing"], anatomy=v5["anatomy"])
+c.pop(CONFIG_HASH_KEY, None)
+c[CONFIG_HASH_KEY] = config_hash(c)
+p.write_text(json.dumps(c, indent=2))
+load_model(p.parent)
+EOF
 if [ "${STAGE_ONLY:-0}" = "1" ]; then
-    # a staged copy of version 5 with the view, to score before shipping
-    rm -rf "$WORK/openkbp-v6-staged"
-    cp -r "$M/openkbp-headneck-ct-2d/5" "$WORK/openkbp-v6-staged"
-    rm -f "$WORK/openkbp-v6-staged/README.md"
+    # a staged copy of the axial network with the view, to score before shipping
+    rm -rf "$STAGED"
+    cp -r "$WORK/axial" "$STAGED"
     "$PY" -c "import sys; from napari_attnseg.model.views import attach_views as a; a(sys.argv[1], [(sys.argv[2], (2, 0, 1), float(sys.argv[3]))])" \
-        "$WORK/openkbp-v6-staged" "$WORK/coronal" "$WEIGHT"
+        "$STAGED" "$WORK/coronal" "$WEIGHT"
     exit 0
 fi
-"$PY" scripts/ship_model.py "$M/openkbp-headneck-ct-2d/5" openkbp-headneck-ct-2d 6 --anatomy "head and neck" \
-    --view "$WORK/coronal" 2,0,1 "$WEIGHT" --test benchmarks/results/openkbp_v6_test.json
+"$PY" scripts/ship_model.py "$WORK/axial" openkbp-headneck-ct-2d "$VERSION" --anatomy "head and neck" \
+    --view "$WORK/coronal" 2,0,1 "$WEIGHT" --test "benchmarks/results/openkbp_v${VERSION}_test.json"
 # the card (README.md) is written by hand: the previous card under a version header
