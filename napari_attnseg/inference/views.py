@@ -40,9 +40,15 @@ def averaged(model: Any, volume: Volume, probs: np.ndarray, config: Any,
     views = tuple(getattr(model, "views", ()) or ())
     if not views or volume.ndim != 3:
         return probs
-    out = probs * np.float32(1.0 - sum(w for _, _, w in views))
+    # in place where the arrays are this job's own float32 (the predictor's restored
+    # probabilities, each view's): no volume-sized temporaries
+    own = probs.dtype == np.float32 and probs.flags.writeable and probs.flags.c_contiguous
+    out = np.asarray(probs, dtype=np.float32) if own else np.array(probs, dtype=np.float32)
+    out *= np.float32(1.0 - sum(w for _, _, w in views))
     for n, (view, axes, weight) in enumerate(views, 1):
         yield Progress(0, 0, "views", f"view {n} of {len(views)}: {view.spec.name}")
         res = yield from run(view, view_volume(model, volume, axes), config, check_input=False)
-        out += np.float32(weight) * from_view(model, volume, axes, res.probabilities)
+        p = np.array(from_view(model, volume, axes, res.probabilities), dtype=np.float32, copy=None)
+        p *= np.float32(weight)
+        out += p
     return out
