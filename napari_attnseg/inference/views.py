@@ -43,7 +43,7 @@ def averaged(model: Any, volume: Volume, probs: np.ndarray, config: Any,
     # in place where the arrays are this job's own float32 (the predictor's restored
     # probabilities, each view's): no volume-sized temporaries
     own = probs.dtype == np.float32 and probs.flags.writeable and probs.flags.c_contiguous
-    out = np.asarray(probs, dtype=np.float32) if own else np.array(probs, dtype=np.float32)
+    out = probs if own else np.array(probs, dtype=np.float32)
     out *= np.float32(1.0 - sum(w for _, _, w in views))
     for n, (view, axes, weight) in enumerate(views, 1):
         yield Progress(0, 0, "views", f"view {n} of {len(views)}: {view.spec.name}")
