@@ -4,9 +4,10 @@ Run:  python benchmarks/bench_view_average.py [--threads 2] [--volumes 4] [--rou
 
 For the shipped ``openkbp-headneck-ct-2d`` (an axial model with a coronal view) and its first
 held-out volumes, the two networks' probabilities are computed once; then, alternating, the
-previous code (``probs * w_ax + w_co * view``: volume-sized temporaries; numpy's argmax below
-4M voxels per class) and the current one (:func:`napari_attnseg.inference.views.averaged`'s in-place
-sum and :func:`labels_from_probabilities`' torch passes) are timed on copies of them. Prints the
+previous code (``views.averaged`` as it was, out of place: volume-sized temporaries; numpy's argmax
+below 4M voxels per class) and the current one (:func:`napari_attnseg.inference.views.averaged`
+itself, in place, and :func:`labels_from_probabilities`' torch passes) are timed on fresh copies
+of them (the view's probabilities mapped back to the scan's grid inside, as in a prediction). Prints the
 median milliseconds of each, the ratio, and whether the labels are identical. The networks' own
 time is not in it; ``--end-to-end`` also times whole predictions, alternating the current code
 with the previous one patched in (the predictor imports ``views.averaged`` when it runs).
@@ -16,6 +17,7 @@ Data from ``ATTNSEG_DATA`` or ``../shared/data``; absent: skipped with a reason.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -29,22 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from napari_attnseg.benchmark.splits import held_out_entries  # noqa: E402
 
 
-def _previous(p_ax: np.ndarray, p_view: np.ndarray, w: float) -> np.ndarray:
-    out = p_ax * np.float32(1.0 - w)
-    out += np.float32(w) * p_view
-    return np.argmax(out, axis=0).astype(np.uint8, copy=False)
-
-
-def _current(p_ax: np.ndarray, p_view: np.ndarray, w: float) -> np.ndarray:
-    from napari_attnseg.inference.sliding_window import labels_from_probabilities
-
-    out = p_ax  # averaged() works in place on the predictor's own arrays
-    out *= np.float32(1.0 - w)
-    p_view *= np.float32(w)
-    out += p_view
-    return labels_from_probabilities(out)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -56,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from napari_attnseg._progress import drain
+    from napari_attnseg.inference import sliding_window, views
     from napari_attnseg.inference.predictor import PredictConfig, predict, predict_job
-    from napari_attnseg.inference.views import from_view, view_volume
+    from napari_attnseg.inference.sliding_window import TORCH_ARGMAX_VOXELS, labels_from_probabilities
+    from napari_attnseg.inference.views import view_volume
     from napari_attnseg.io import read_volume
     from napari_attnseg.model.checkpoint import load_model
     from napari_attnseg.model.registry import ModelRegistry
@@ -75,15 +63,19 @@ def main(argv: list[str] | None = None) -> int:
         vol = read_volume(src / e["image"])
         cfg = PredictConfig()
         p_ax = drain(predict_job(model, vol, cfg, views=False)).probabilities  # the axial model alone
-        p_view = from_view(model, vol, axes, predict(view, view_volume(model, vol, axes), cfg).probabilities)
+        res_view = predict(view, view_volume(model, vol, axes), cfg)
         times: dict[str, list[float]] = {"previous": [], "current": []}
         labels = {}
         for _ in range(args.rounds):
-            for name, fn in (("previous", _previous), ("current", _current)):
-                a, b = p_ax.copy(), np.array(p_view, dtype=np.float32)
+            for name, (avg, threshold) in (("previous", (_previous_averaged, PREVIOUS_ARGMAX_VOXELS)),
+                                           ("current", (views.averaged, TORCH_ARGMAX_VOXELS))):
+                a = p_ax.copy()  # fresh arrays (averaged works in place on the job's own)
+                fresh = dataclasses.replace(res_view, probabilities=res_view.probabilities.copy())
+                sliding_window.TORCH_ARGMAX_VOXELS = threshold
                 t = time.perf_counter()
-                labels[name] = fn(a, b, w)
+                labels[name] = labels_from_probabilities(drain(avg(model, vol, a, cfg, _returning(fresh))))
                 times[name].append(time.perf_counter() - t)
+        sliding_window.TORCH_ARGMAX_VOXELS = TORCH_ARGMAX_VOXELS
         prev, cur = (statistics.median(times[k]) * 1e3 for k in ("previous", "current"))
         ratios.append(cur / prev)
         print(f"{Path(e['image']).name} {tuple(p_ax.shape)}: previous {prev:.1f} ms, current {cur:.1f} ms, "
@@ -93,6 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         _end_to_end(model, [read_volume(src / e["image"]) for e in held_out_entries(src)[: args.volumes]],
                     args.rounds)
     return 0
+
+
+#: where labels_from_probabilities began its torch passes before session 14
+PREVIOUS_ARGMAX_VOXELS = 1 << 22
+
+
+def _returning(prediction):
+    """A stand-in for the predictor's job function: the view's prediction, computed once."""
+    def run(*_args, **_kwargs):
+        return prediction
+        yield  # a generator, as predict_job is
+
+    return run
 
 
 def _previous_averaged(model, volume, probs, config, run):
@@ -115,7 +120,7 @@ def _end_to_end(model, volumes, rounds: int) -> None:
     from napari_attnseg.inference.predictor import PredictConfig, predict
 
     current = (views.averaged, sliding_window.TORCH_ARGMAX_VOXELS)
-    previous = (_previous_averaged, 1 << 22)
+    previous = (_previous_averaged, PREVIOUS_ARGMAX_VOXELS)
     times: dict[str, list[float]] = {"previous": [], "current": []}
     same = True
     predict(model, volumes[0], PredictConfig())  # warm-up
