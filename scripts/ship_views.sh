@@ -24,43 +24,35 @@ M=napari_attnseg/models
 VERSION=${VERSION:-6}
 AXIAL=${AXIAL:-$M/openkbp-headneck-ct-2d/5}
 STAGED="$WORK/openkbp-v$VERSION-staged"
-# the view as shipped: the trained folder with its pixel ranges declared, named "coronal"
-rm -rf "$WORK/coronal"
-cp -r "$WORK/openkbp-headneck-ct-2d-coronal-v2" "$WORK/coronal"
-"$PY" - "$WORK/coronal" <<'EOF'
-import json, sys
-from pathlib import Path
-from napari_attnseg.model.config_check import CONFIG_HASH_KEY, config_hash
-from napari_attnseg.model.checkpoint import load_model
-p = Path(sys.argv[1]) / "config.json"
-c = json.loads(p.read_text())
-v5 = json.loads(Path("napari_attnseg/models/openkbp-headneck-ct-2d/5/config.json").read_text())
-c.update(name="openkbp-headneck-ct-2d-coronal", inplane_spacing=[2.0, 3.0, 3.75, 4.9],
-         label_names=v5["label_names"])  # the model's label names (the dataset's are CamelCase)
-c.pop(CONFIG_HASH_KEY, None)
-c[CONFIG_HASH_KEY] = config_hash(c)
-p.write_text(json.dumps(c, indent=2))
-load_model(p.parent)
-EOF
+# the view as shipped: the trained folder with its pixel ranges declared, named "coronal";
 # the axial network: a packaged version as it is, or a trained folder given v5's label names,
 # pixel range (training patients' 5th-95th percentiles) and anatomy
-rm -rf "$WORK/axial"
+rm -rf "$WORK/coronal" "$WORK/axial"
+cp -r "$WORK/openkbp-headneck-ct-2d-coronal-v2" "$WORK/coronal"
 cp -r "$AXIAL" "$WORK/axial"
 rm -f "$WORK/axial/README.md"
-"$PY" - "$WORK/axial" <<'EOF'
+"$PY" - "$WORK/coronal" "$WORK/axial" <<'EOF'
 import json, sys
 from pathlib import Path
 from napari_attnseg.model.config_check import CONFIG_HASH_KEY, config_hash
 from napari_attnseg.model.checkpoint import load_model
-p = Path(sys.argv[1]) / "config.json"
-c = json.loads(p.read_text())
 v5 = json.loads(Path("napari_attnseg/models/openkbp-headneck-ct-2d/5/config.json").read_text())
-assert c["orientation"] == v5["orientation"] and c["context_slices"] == v5["context_slices"]
-c.update(label_names=v5["label_names"], inplane_spacing=v5["inplane_spacing"], anatomy=v5["anatomy"])
-c.pop(CONFIG_HASH_KEY, None)
-c[CONFIG_HASH_KEY] = config_hash(c)
-p.write_text(json.dumps(c, indent=2))
-load_model(p.parent)
+
+def declare(folder, check=(), **updates):
+    p = Path(folder) / "config.json"
+    c = json.loads(p.read_text())
+    assert all(c[k] == v5[k] for k in check), (folder, check)
+    c.update(updates)
+    c.pop(CONFIG_HASH_KEY, None)
+    c[CONFIG_HASH_KEY] = config_hash(c)
+    p.write_text(json.dumps(c, indent=2))
+    load_model(p.parent)
+
+# the model's label names (the dataset's are CamelCase)
+declare(sys.argv[1], name="openkbp-headneck-ct-2d-coronal", inplane_spacing=[2.0, 3.0, 3.75, 4.9],
+        label_names=v5["label_names"])
+declare(sys.argv[2], check=("orientation", "context_slices"), label_names=v5["label_names"],
+        inplane_spacing=v5["inplane_spacing"], anatomy=v5["anatomy"])
 EOF
 if [ "${STAGE_ONLY:-0}" = "1" ]; then
     # a staged copy of the axial network with the view, to score before shipping

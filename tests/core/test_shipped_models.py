@@ -345,7 +345,6 @@ def test_headneck_ct_v6_is_v5_with_a_coronal_view_chosen_on_validation_and_bette
     assert not set(val["patients"]) & set(t6["test_subjects"])
 
 
-
 def test_headneck_ct_v7_is_v6_with_its_axial_network_trained_on_class_balanced_crops():
     """Version 7 = version 6's coronal view byte for byte, an axial network trained further from
     version 5's weights with class-balanced crops on the same patients, the same weight chosen on
@@ -375,6 +374,7 @@ def test_headneck_ct_v7_is_v6_with_its_axial_network_trained_on_class_balanced_c
     assert "non-commercial" in card.lower() and "will not work" in card.lower() and "0.78" in card
     model = load_model(m / "7")
     assert len(model.views) == 1 and model.spec.label_names[6] == "larynx"
+
 
 @pytest.mark.shared_data
 def test_the_chaos_orientation_is_its_training_files():
